@@ -1,0 +1,2 @@
+/* model.c — placeholder, filled in by its owner. */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* pipeline.c — placeholder, filled in by its owner. */
+#include "internal.h"

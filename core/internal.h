@@ -170,6 +170,73 @@ int px_st_meta_count(const struct px_st_file *f);
 const char *px_st_meta_key(const struct px_st_file *f, int i);
 void px_st_close(struct px_st_file *f);
 
+/* ------------------------------------------------------------------ json.c */
+/* A small strict JSON reader (RFC 8259) and writer helpers, for safetensors headers and the
+ * metadata stored in them. The reader never trusts its input:
+ *   - at most PX_JSON_MAX_BYTES of text and PX_JSON_MAX_VALUES values, nesting at most
+ *     PX_JSON_MAX_DEPTH arrays/objects deep (so hostile input bounds memory and stack);
+ *   - strings must be valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF);
+ *     \u escapes are decoded, surrogate pairs combined, lone surrogates and \u0000 refused
+ *     (strings are NUL-terminated C strings);
+ *   - integers (no fraction, no exponent) must fit int64_t; other numbers are parsed as
+ *     double (locale-independent) and must be finite;
+ *   - duplicate keys in an object are an error; trailing text after the value is an error.
+ * Errors: PX_ERR_PARSE, message "source:line:col: what" (just "what" when source is NULL;
+ * err->line/col are set either way, 1-based, col counted in bytes). */
+#define PX_JSON_MAX_DEPTH 64
+#define PX_JSON_MAX_BYTES 100000000u
+#define PX_JSON_MAX_VALUES (1 << 22)
+
+enum px_json_type {
+	PX_JSON_NULL, PX_JSON_BOOL, PX_JSON_INT, PX_JSON_FLOAT, PX_JSON_STRING, PX_JSON_ARRAY,
+	PX_JSON_OBJECT
+};
+
+struct px_json {
+	enum px_json_type type;
+	int line, col;            /* where the value starts in the text (1-based) */
+	bool b;                   /* BOOL */
+	int64_t i;                /* INT */
+	double f;                 /* FLOAT; also set for INT (converted) */
+	char *s;                  /* STRING: NUL-terminated UTF-8, owned */
+	size_t len;               /* STRING: bytes, without the NUL */
+	int n;                    /* ARRAY / OBJECT: members */
+	struct px_json *v;        /* ARRAY items / OBJECT values, n of them, owned */
+	char **k;                 /* OBJECT keys in document order, n of them, owned */
+};
+
+/* Parse text[0..len) (need not be NUL-terminated). *out is the root; free with
+ * px_json_free. `source` names the text in messages (borrowed; may be NULL). */
+int px_json_parse(const char *text, size_t len, const char *source, struct px_json **out,
+		  struct px_error *err);
+void px_json_free(struct px_json *j);
+/* Member `key` of an object, NULL when absent or when `obj` is not an object. O(n). */
+const struct px_json *px_json_get(const struct px_json *obj, const char *key);
+/* "null", "boolean", "integer", "number", "string", "array", "object". */
+const char *px_json_type_name(enum px_json_type t);
+/* Is s[0..n) valid UTF-8 (strict, as above; NUL bytes allowed)? */
+bool px_utf8_valid(const char *s, size_t n);
+
+/* Escape a NUL-terminated string for use between JSON quotes (quotes not added): '"' and
+ * '\\' get a backslash, \b \f \n \r \t their short forms, other bytes below 0x20
+ * \u00xx; valid UTF-8 passes through unchanged (as Python's json.dumps(ensure_ascii=False)
+ * writes it), each invalid byte becomes U+FFFD. Caller frees; NULL when out of memory. */
+char *px_json_escape(const char *s);
+
+/* A growable NUL-terminated string. Zero-initialise; after an allocation failure `oom` is
+ * set and further appends do nothing; take `s` (malloc'ed, caller frees) or px_sbuf_free. */
+struct px_sbuf {
+	char *s;
+	size_t len, cap;
+	bool oom;
+};
+void px_sbuf_add(struct px_sbuf *b, const char *s);
+void px_sbuf_addn(struct px_sbuf *b, const char *s, size_t n);
+void px_sbuf_addf(struct px_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append s as a JSON string, quotes included (escaped as px_json_escape does). */
+void px_sbuf_add_json_str(struct px_sbuf *b, const char *s);
+void px_sbuf_free(struct px_sbuf *b);
+
 /* ------------------------------------------------------------------ build.c */
 /* What px_build_param needs from whoever builds (a model or a harness). */
 struct px_build_priv {

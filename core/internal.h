@@ -258,3 +258,273 @@ int px_read_file(const char *path, size_t max_bytes, char **data, size_t *len,
 uint64_t px_hash64(const void *data, size_t n, uint64_t seed);   /* FNV-1a style, stable */
 
 #endif
+
+/* ------------------------------------------------------------------ registry.c */
+/* A registry with the core's built-ins. NULL on out of memory. */
+struct px_registry *px_registry_new(void);
+void px_registry_free(struct px_registry *r);
+/* Load one plugin file. A refusal returns PX_ERR_PLUGIN / PX_ERR_ABI with a one-line message
+ * naming the file and the reason; it is also recorded in r->refusals. */
+int px_registry_load_file(struct px_registry *r, const char *path, struct px_error *err);
+/* Load every *.so in a directory (sorted by name); refusals are recorded, not fatal. A missing
+ * directory is not an error. */
+int px_registry_load_dir(struct px_registry *r, const char *dir, struct px_error *err);
+/* Load each directory of a ':'-separated list. */
+int px_registry_load_path(struct px_registry *r, const char *path_list, struct px_error *err);
+/* The standard search: extra dirs (--plugin-path, pipeline plugins.path), then
+ * $PLEXUS_PLUGIN_PATH, then the installed plugins dir. */
+int px_registry_load_default(struct px_registry *r, const char *const *extra, int n_extra,
+			     struct px_error *err);
+/* "kind=plugin" */
+int px_registry_prefer(struct px_registry *r, const char *kind_eq_plugin, struct px_error *err);
+/* Find the implementation of `kind`. impl: NULL, a plugin name, or a plugin file path. With
+ * several candidates and no choice (impl or preference), an error lists them. */
+const struct px_entry *px_registry_find(struct px_registry *r, enum px_entry_type type,
+					const char *kind, const char *impl, struct px_error *err);
+/* "a, b, c" of the kinds of a type that are loaded. */
+void px_registry_kinds(const struct px_registry *r, enum px_entry_type type, char *buf,
+		       size_t n);
+const char *px_entry_type_name(enum px_entry_type t);
+
+/* ------------------------------------------------------------------ pipeline.c */
+#define PX_MAX_PORTS 16
+#define PX_PIPELINE_MAX_BYTES (4u << 20)   /* pipeline files larger than this are refused */
+#define PX_PIPELINE_MAX_DEPTH 32           /* YAML nesting deeper than this is refused */
+
+/* A key: value as written in the YAML, validated later against a schema. */
+struct px_raw_opt {
+	char *key;
+	char **texts;    /* n scalars */
+	int n;
+	bool is_list;
+	int line, col;
+};
+
+struct px_raw_map {
+	struct px_raw_opt *opts;
+	int n;
+	int line, col;   /* the mapping itself */
+};
+
+struct px_input_ref {
+	char *port;      /* "" for positional (input:/inputs:), else a port name */
+	char *ref;       /* "enc", "enc.seq", "input", "label" */
+	int line, col;
+};
+
+struct px_node_spec {
+	char *name, *kind, *impl;
+	struct px_input_ref inputs[PX_MAX_PORTS];
+	int n_inputs;
+	struct px_raw_map opts;      /* everything else: the kind's options (and ports) */
+	int line, col;
+};
+
+struct px_split_spec {
+	bool present;
+	char *source;
+	struct px_raw_map opts;      /* source + view keys */
+	int line, col;
+};
+
+struct px_pipeline {
+	char *file;
+	char *name;
+	uint64_t seed;
+	char **plugin_paths;
+	int n_plugin_paths;
+	char **prefer;               /* "kind=plugin" */
+	int n_prefer;
+	struct px_raw_map data_defaults;  /* view keys given under data: apply to every split */
+	struct px_split_spec split[3];    /* train, val, test */
+	double val_split;
+	int val_split_line, val_split_col;
+	struct px_node_spec *nodes;
+	int n_nodes;
+	char *loss_kind;
+	struct px_input_ref loss_input, loss_target;
+	struct px_raw_map loss_opts;
+	int loss_line, loss_col;
+	struct px_raw_map train;     /* core train keys (validated against px_train_schema) */
+	char *optim_kind;
+	struct px_raw_map optim_opts;
+	int optim_line, optim_col;
+	struct px_raw_map schedule;
+	struct px_raw_map eval;
+	char *text;                  /* the (overridden) source text, for the run dir */
+};
+enum { PX_SPLIT_TRAIN, PX_SPLIT_VAL, PX_SPLIT_TEST };
+extern const char *const px_split_names[3];
+
+/* Parse and check the structure of a pipeline file. overrides: "key.path=value" (--set).
+ * Errors are "file:line:col: message". Caller frees with px_pipeline_free. */
+int px_pipeline_load(const char *path, const char *const *overrides, int n_overrides,
+		     struct px_pipeline **out, struct px_error *err);
+void px_pipeline_free(struct px_pipeline *p);
+/* Build a validated config from raw options (only the keys in `schema`; keys for which
+ * `skip(key, ctx)` is true are left alone). `vars` substitutes "$name" values. */
+struct px_vars {
+	const char *names[8];
+	int64_t values[8];
+	int n;
+};
+int px_config_from_raw(const struct px_param_spec *schema, const struct px_raw_map *m,
+		       const char *file, const char *owner,
+		       bool (*skip)(const char *key, void *ctx), void *ctx,
+		       const struct px_vars *vars, struct px_config **out, struct px_error *err);
+
+/* ------------------------------------------------------------------ model.c */
+struct px_src {
+	int node;   /* producing node, or -1 for the data: port 0 = x ("input"), 1 = y ("label") */
+	int port;
+};
+
+struct px_node {
+	const struct px_node_spec *spec;       /* borrowed from the pipeline */
+	const char *name;
+	const struct px_entry *entry;          /* which plugin provides the kind */
+	const struct px_layer_ops *ops;
+	void *self;
+	struct px_config *cfg;
+	char *owner;                           /* "node 'enc' (lstm)" for messages */
+	int n_in;                              /* connected slots (variadic ports expand) */
+	struct px_src in[PX_MAX_PORTS];        /* .node == -2: unconnected optional port */
+	struct px_shape in_shape[PX_MAX_PORTS];
+	int n_out;
+	struct px_shape out_shape[PX_MAX_PORTS];
+	int param_begin, n_params;             /* range in model->params */
+	bool needs_grad;                       /* has params upstream or itself */
+	/* per step (step arena) */
+	const struct px_tensor *in_t[PX_MAX_PORTS];
+	struct px_tensor *out_t[PX_MAX_PORTS];
+	struct px_tensor *d_out_t[PX_MAX_PORTS];
+};
+
+struct px_data_info {
+	struct px_shape x, y;         /* dim[0] == -1 */
+	bool x_ragged, y_ragged;
+	struct px_vars vars;          /* $classes, $x_vocab, $y_vocab, $features, $steps */
+};
+
+struct px_model {
+	struct px_registry *reg;      /* borrowed */
+	const struct px_pipeline *pl; /* borrowed */
+	struct px_node *nodes;
+	int n_nodes;
+	struct px_arena *param_arena;
+	struct px_arena *step_arena;
+	struct px_param **params;     /* all params and buffers, node order */
+	char **param_names;           /* "<node>.<param>" */
+	int n_params;
+	struct px_param **trainable;  /* the trainable subset, same order */
+	int n_trainable;
+	struct px_data_info data;
+	uint64_t seed;
+	int64_t step;                 /* forward calls so far: seeds per-step rngs */
+	struct px_tensor *x, *y;      /* the current batch (step arena) */
+	void (*report)(void *ctx, const char *node, const char *series, int64_t step, double value);
+	void *report_ctx;
+};
+
+int px_model_build(struct px_registry *reg, const struct px_pipeline *pl,
+		   const struct px_data_info *data, uint64_t seed, struct px_model **out,
+		   struct px_error *err);
+void px_model_free(struct px_model *m);
+/* Resolve "node" or "node.port" (or "input"/"label") to a source. */
+int px_model_resolve(const struct px_model *m, const char *ref, int before, struct px_src *out,
+		     struct px_error *err);
+/* Run every node. x, y: the batch (y may be NULL when no node uses the label). Resets the
+ * step arena first (x and y must not live in it). */
+int px_model_forward(struct px_model *m, const struct px_tensor *x, const struct px_tensor *y,
+		     bool train, struct px_error *err);
+const struct px_tensor *px_model_output(const struct px_model *m, struct px_src s);
+/* The gradient buffer of an output (zeroed, allocated on first use), for the loss to write. */
+struct px_tensor *px_model_grad_buffer(struct px_model *m, struct px_src s);
+/* Backward through all nodes in reverse order; parameter grads are ADDED to. */
+int px_model_backward(struct px_model *m, struct px_error *err);
+void px_model_zero_grad(struct px_model *m);
+/* Name of the first node whose output holds NaN/Inf (forward order), or NULL. */
+const char *px_model_find_nonfinite_output(const struct px_model *m);
+/* Name of the first node, walking backward from the loss, whose parameter grads or output
+ * grads hold NaN/Inf, or NULL. */
+const char *px_model_find_nonfinite_grad(const struct px_model *m);
+void px_model_reset_state(struct px_model *m);
+int64_t px_model_param_count(const struct px_model *m, int node);  /* trainable elements */
+
+/* ------------------------------------------------------------------ session.c */
+/* Everything a command needs: pipeline, plugins, data, model, loss, optimizer. */
+struct px_session_opts {
+	const char *const *plugin_paths;   /* --plugin-path (dirs or files) */
+	int n_plugin_paths;
+	const char *const *prefer;         /* --prefer kind=plugin */
+	int n_prefer;
+	const char *const *overrides;      /* --set key.path=value */
+	int n_overrides;
+	bool want_test;                    /* load data.test too */
+	bool no_optimizer;                 /* eval/predict: skip the optimizer */
+};
+
+struct px_session {
+	struct px_pipeline *pl;
+	struct px_registry *reg;
+	struct px_dataset ds[3];           /* train, val, test */
+	bool have[3];
+	struct px_data_info info;
+	struct px_model *model;
+	const struct px_entry *loss_entry;
+	void *loss;
+	struct px_config *loss_cfg;
+	struct px_src loss_in, loss_target;
+	const struct px_entry *optim_entry;
+	struct px_config *optim_cfg;
+	void *optim;
+	struct px_config *train_cfg;       /* px_train_schema */
+	struct px_config *eval_cfg;        /* px_eval_schema */
+	struct px_config *sched_cfg;       /* px_schedule_schema */
+	int threads;
+};
+extern const struct px_param_spec px_train_schema[];
+extern const struct px_param_spec px_eval_schema[];
+
+/* Errors in the pipeline (syntax, keys, kinds, shapes) return PX_ERR_PARSE/INVALID/NOTFOUND/
+ * SHAPE; data that cannot be read returns PX_ERR_IO/CORRUPT. */
+int px_session_open(const char *pipeline, const struct px_session_opts *o,
+		    struct px_session **out, struct px_error *err);
+void px_session_free(struct px_session *s);
+/* Batch of examples idx[0..n) of split `split` into the model's... caller arena. */
+int px_session_batch(struct px_session *s, int split, const int64_t *idx, int64_t n,
+		     struct px_arena *a, struct px_tensor **x, struct px_tensor **y,
+		     struct px_error *err);
+
+/* ------------------------------------------------------------------ train.c */
+struct px_metrics {
+	double loss;         /* mean */
+	double accuracy;     /* NAN when it does not apply */
+	int64_t examples;
+	int n_extra;
+	char extra_name[16][32];
+	double extra[16];
+};
+/* Train from scratch or resume; writes run_dir/{model.safetensors,state.safetensors,
+ * metrics.csv,pipeline.yaml}. */
+int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_error *err);
+/* Evaluate a split (PX_SPLIT_*) with the current parameters. */
+int px_evaluate(struct px_session *s, int split, struct px_metrics *out, struct px_error *err);
+/* Load parameters (and buffers) from a checkpoint: every missing, unexpected or mis-shaped
+ * tensor is named. */
+int px_load_params(struct px_session *s, const char *path, struct px_error *err);
+int px_save_checkpoint(struct px_session *s, const char *path, int64_t epoch, int64_t step,
+		       struct px_error *err);
+
+/* ------------------------------------------------------------------ metrics.c */
+/* Extra evaluation metrics (eval: section), accumulated batch by batch. */
+struct px_metric_acc;
+int px_metrics_begin(struct px_session *s, int split, struct px_metric_acc **out,
+		     struct px_error *err);
+/* After the model's forward (train=false) on batch (x, y). */
+int px_metrics_batch(struct px_session *s, struct px_metric_acc *a, const struct px_tensor *x,
+		     const struct px_tensor *y, struct px_error *err);
+/* Adds the extra metrics to m and frees a. */
+int px_metrics_end(struct px_session *s, struct px_metric_acc *a, struct px_metrics *m,
+		   struct px_error *err);
+void px_metrics_add(struct px_metrics *m, const char *name, double value);

@@ -179,13 +179,13 @@ void px_st_close(struct px_st_file *f);
  *     \u escapes are decoded, surrogate pairs combined, lone surrogates and \u0000 refused
  *     (strings are NUL-terminated C strings);
  *   - integers (no fraction, no exponent) must fit int64_t; other numbers are parsed as
- *     double (locale-independent) and must be finite;
+ *     double (locale-independent) and must be finite; numbers over 400 characters are refused;
  *   - duplicate keys in an object are an error; trailing text after the value is an error.
  * Errors: PX_ERR_PARSE, message "source:line:col: what" (just "what" when source is NULL;
  * err->line/col are set either way, 1-based, col counted in bytes). */
 #define PX_JSON_MAX_DEPTH 64
 #define PX_JSON_MAX_BYTES 100000000u
-#define PX_JSON_MAX_VALUES (1 << 22)
+#define PX_JSON_MAX_VALUES (1 << 20)   /* ~130k tensor entries; bounds memory to ~100 MB */
 
 enum px_json_type {
 	PX_JSON_NULL, PX_JSON_BOOL, PX_JSON_INT, PX_JSON_FLOAT, PX_JSON_STRING, PX_JSON_ARRAY,

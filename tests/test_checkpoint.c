@@ -69,8 +69,11 @@ static void list_dir(const char *d, char *out, size_t n)
 		snprintf(out + strlen(out), n - strlen(out), "%s%s", i ? " " : "", names[i]);
 }
 
+/* Always a new file: rewriting a truncated one makes ext4 flush it on close (auto_da_alloc),
+ * which turns the loops over thousands of corrupted files into seconds of disk waits. */
 static void write_bytes(const char *path, const void *b, size_t n)
 {
+	unlink(path);
 	FILE *f = fopen(path, "wb");
 	ck_assert_ptr_nonnull(f);
 	ck_assert_uint_eq(fwrite(b, 1, n, f), n);
@@ -265,6 +268,18 @@ START_TEST(test_json_caps_nesting_depth_and_finds_duplicates_among_many_keys)
 	ck_assert_int_eq(px_json_parse(deep, strlen(deep), NULL, &j, &err), PX_ERR_PARSE);
 	ck_assert_str_eq(err.msg, "nesting deeper than 64 levels");
 	ck_assert_int_eq(err.col, 65);
+
+	/* a flat array of more values than allowed is refused (memory stays bounded) */
+	struct px_sbuf big = {0};
+	px_sbuf_add(&big, "[");
+	for (int i = 0; i < PX_JSON_MAX_VALUES; i++)
+		px_sbuf_add(&big, "0,");
+	px_sbuf_add(&big, "0]");
+	ck_assert(!big.oom);
+	ck_assert_int_eq(px_json_parse(big.s, big.len, NULL, &j, &err), PX_ERR_PARSE);
+	ck_assert_str_eq(err.msg, "more than 1048576 values");
+	ck_assert_int_eq(err.col, 2 * PX_JSON_MAX_VALUES);
+	px_sbuf_free(&big);
 
 	/* 200 keys, the duplicate far apart: found by the sorted check */
 	struct px_sbuf b = {0};

@@ -248,7 +248,7 @@ static int jp_string(struct jp *jp, char **out, size_t *out_len)
 	return 0;
 fail:
 	free(s);
-	return jp->err ? jp->err->code : PX_ERR_PARSE;
+	return PX_ERR_PARSE;   /* every failure above is a jp_fail_at */
 }
 
 /* Copy [p, p+n) to buf as a C-locale number string for strtod: replace '.' by the locale's

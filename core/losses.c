@@ -227,7 +227,7 @@ static int ce_forward(void *self, const struct px_tensor *pred, const struct px_
 	const int32_t *lengths = l.steps ? loss_lengths(pred, target) : NULL;
 	zero_grad(d_pred);
 	double eps = c->smoothing, sum = 0, count = 0, correct = 0;
-	double C = (double)l.classes;
+	double nc = (double)l.classes;
 	for (int64_t o = 0; o < l.outer; o++) {
 		if (lengths && o % l.steps >= valid_steps(lengths, l.steps, o / l.steps))
 			continue;  /* padded step */
@@ -258,7 +258,7 @@ static int ce_forward(void *self, const struct px_tensor *pred, const struct px_
 			for (int64_t j = 0; j < l.classes; j++)
 				se += exp((double)z[j * l.inner] - m);
 			double lse = m + log(se);
-			sum += (1.0 - eps) * (lse - z[y * l.inner]) + eps / C * (C * lse - zsum);
+			sum += (1.0 - eps) * (lse - z[y * l.inner]) + eps / nc * (nc * lse - zsum);
 			count += 1;
 			correct += arg == y;
 			if (!d_pred)
@@ -266,7 +266,7 @@ static int ce_forward(void *self, const struct px_tensor *pred, const struct px_
 			float *d = d_pred->data + o * l.classes * l.inner + k;
 			for (int64_t j = 0; j < l.classes; j++) {
 				double p = exp((double)z[j * l.inner] - lse);
-				double g = p - eps / C - (j == y ? 1.0 - eps : 0.0);
+				double g = p - eps / nc - (j == y ? 1.0 - eps : 0.0);
 				d[j * l.inner] = (float)(scale * g);
 			}
 		}

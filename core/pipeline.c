@@ -435,18 +435,14 @@ static int parse_train(struct ctx *c, struct px_pipeline *p, yaml_node_t *map)
 		} else if (!strcmp(k, "schedule")) {
 			rc = capture(c, v, &p->schedule, "train.schedule");
 		} else if (!strcmp(k, "checkpoint") || !strcmp(k, "early_stopping")) {
-			/* flattened into train keys: checkpoint.every -> checkpoint_every */
+			/* flattened into train keys: checkpoint: {every: 5} -> checkpoint.every */
 			rc = need_mapping(c, v, k);
 			const char *ck;
 			yaml_node_t *cv;
 			FOR_PAIRS(c, v, ck, cv, rc) {
 				char flat[96];
-				snprintf(flat, sizeof flat, "%s_%s", k, ck);
+				snprintf(flat, sizeof flat, "%s.%s", k, ck);
 				rc = raw_add(c, &p->train, flat, cv, "train");
-				if (!rc) {  /* report the nested name on errors */
-					free(p->train.opts[p->train.n - 1].key);
-					p->train.opts[p->train.n - 1].key = px_strdup(flat);
-				}
 			}
 		} else {
 			rc = raw_add(c, &p->train, k, v, "train");

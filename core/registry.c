@@ -359,7 +359,12 @@ int px_registry_load_default(struct px_registry *r, const char *const *extra, in
 		}
 	}
 	px_registry_load_path(r, getenv("PLEXUS_PLUGIN_PATH"), err);
-	px_registry_load_dir(r, PX_PLUGINSDIR, err);
+	/* the installed plugins dir; PLEXUS_PLUGINSDIR relocates it (tests set it empty) */
+	const char *inst = getenv("PLEXUS_PLUGINSDIR");
+	if (!inst)
+		inst = PX_PLUGINSDIR;
+	if (*inst)
+		px_registry_load_dir(r, inst, err);
 	return 0;
 }
 

@@ -16,11 +16,11 @@ const struct px_param_spec px_train_schema[] = {
 	{"clip_grad_norm", PX_T_FLOAT, "0", 0, PX_UNBOUNDED, NULL, "clip the global gradient L2 norm to this (0: off)"},
 	{"clip_grad_value", PX_T_FLOAT, "0", 0, PX_UNBOUNDED, NULL, "clip every gradient element to [-v, v] (0: off)"},
 	{"log_every", PX_T_INT, "100", 1, 1e9, NULL, "steps between log lines when not on a terminal"},
-	{"checkpoint_every", PX_T_STRING, "epoch", 0, 0, NULL, "'epoch', or a number of steps between checkpoints"},
-	{"checkpoint_keep", PX_T_INT, "1", 1, 1000, NULL, "epoch checkpoints to keep under checkpoints/ (the latest is always model.safetensors)"},
-	{"early_stopping_patience", PX_T_INT, "0", 0, 1e6, NULL, "stop after this many epochs without improvement (0: off)"},
-	{"early_stopping_monitor", PX_T_ENUM, "val_loss", 0, 0, "val_loss|val_accuracy", "what early stopping watches"},
-	{"early_stopping_min_delta", PX_T_FLOAT, "0", 0, PX_UNBOUNDED, NULL, "smallest change that counts as an improvement"},
+	{"checkpoint.every", PX_T_STRING, "epoch", 0, 0, NULL, "'epoch', or a number of steps between checkpoints"},
+	{"checkpoint.keep", PX_T_INT, "1", 1, 1000, NULL, "epoch checkpoints to keep under checkpoints/ (the latest is always model.safetensors)"},
+	{"early_stopping.patience", PX_T_INT, "0", 0, 1e6, NULL, "stop after this many epochs without improvement (0: off)"},
+	{"early_stopping.monitor", PX_T_ENUM, "val_loss", 0, 0, "val_loss|val_accuracy", "what early stopping watches"},
+	{"early_stopping.min_delta", PX_T_FLOAT, "0", 0, PX_UNBOUNDED, NULL, "smallest change that counts as an improvement"},
 	{"nan_check", PX_T_BOOL, "true", 0, 0, NULL, "stop on NaN/Inf in the loss or gradients, naming the node"},
 	{NULL, 0, NULL, 0, 0, NULL, NULL},
 };
@@ -96,8 +96,11 @@ static int load_split(struct px_session *s, int sp, struct px_error *err)
 	(void)not_view_key;
 	if (!rc) {
 		rc = ops->load(scfg, px_split_names[sp], pl->seed, &s->ds[sp], err);
+		/* a file that cannot be opened is the pipeline's fault (exit 2); a corrupt one is not */
+		if (rc == PX_ERR_IO)
+			rc = PX_ERR_INVALID;
 		if (rc && !err->line)
-			px_error_prefix(err, "%s", owner);
+			px_error_at(err, rc, pl->file, ss->line, ss->col, "%s: %s", owner, err->msg);
 	}
 	if (!rc) {
 		rc = px_dataset_apply_view(&s->ds[sp], vcfg, err);
@@ -234,10 +237,10 @@ int px_session_open(const char *path, const struct px_session_opts *o, struct px
 					NULL, NULL, NULL, &s->sched_cfg, err);
 	if (rc)
 		goto fail;
-	const char *every = px_config_str(s->train_cfg, "checkpoint_every");
+	const char *every = px_config_str(s->train_cfg, "checkpoint.every");
 	int64_t steps;
 	if (strcmp(every, "epoch") && (!px_parse_int(every, &steps) || steps < 1)) {
-		rc = px_config_error(s->train_cfg, err, PX_ERR_INVALID, "checkpoint_every",
+		rc = px_config_error(s->train_cfg, err, PX_ERR_INVALID, "checkpoint.every",
 				     "'checkpoint.every' must be 'epoch' or a positive number of steps, got '%s'", every);
 		goto fail;
 	}

@@ -404,13 +404,13 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 	double clip_norm = px_config_float(tc, "clip_grad_norm");
 	double clip_value = px_config_float(tc, "clip_grad_value");
 	bool shuffle = px_config_bool(tc, "shuffle"), nan_check = px_config_bool(tc, "nan_check");
-	int64_t patience = px_config_int(tc, "early_stopping_patience");
-	bool monitor_acc = !strcmp(px_config_str(tc, "early_stopping_monitor"), "val_accuracy");
-	double min_delta = px_config_float(tc, "early_stopping_min_delta");
+	int64_t patience = px_config_int(tc, "early_stopping.patience");
+	bool monitor_acc = !strcmp(px_config_str(tc, "early_stopping.monitor"), "val_accuracy");
+	double min_delta = px_config_float(tc, "early_stopping.min_delta");
 	int64_t ckpt_steps = 0;
-	if (strcmp(px_config_str(tc, "checkpoint_every"), "epoch"))
-		px_parse_int(px_config_str(tc, "checkpoint_every"), &ckpt_steps);
-	int64_t keep = px_config_int(tc, "checkpoint_keep");
+	if (strcmp(px_config_str(tc, "checkpoint.every"), "epoch"))
+		px_parse_int(px_config_str(tc, "checkpoint.every"), &ckpt_steps);
+	int64_t keep = px_config_int(tc, "checkpoint.keep");
 	int64_t steps_per_epoch = (ds->n + bs - 1) / bs;
 	if (cap > 0 && cap < steps_per_epoch)
 		steps_per_epoch = cap;

@@ -9,9 +9,7 @@
 
 #include "internal.h"
 #include "plexus/pipeline.h"
-
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#include "cli.h"
 
 static const char usage_text[] =
 	"usage: plexus COMMAND [options]\n"
@@ -24,26 +22,16 @@ static const char usage_text[] =
 	"  plugins [--json]             loaded plugins, their kinds and refusals\n"
 	"  explain KIND                 options of a layer, loss, optimizer or data source\n"
 	"  inspect FILE.safetensors     tensors and metadata of a checkpoint\n"
+	"  diagnose PIPELINE --grad-norms [--checkpoint FILE]   ||dLoss/dh_t|| per step of recurrent layers\n"
+	"  sample PIPELINE --checkpoint FILE [--prompt TEXT] [--length N] [--temperature T]\n"
+	"  score PIPELINE --checkpoint FILE --input X.npy --output S.npy   reconstruction error per example\n"
+	"  reconstruct PIPELINE --checkpoint FILE --grid OUT.png [--count N]\n"
+	"  translate PIPELINE --checkpoint FILE [--beam K]      decode lines from stdin\n"
+	"  attention PIPELINE --checkpoint FILE (--input TEXT | --index N) --out MAP.svg|.png\n"
 	"\n"
 	"common options: --plugin-path DIR|FILE, --prefer KIND=PLUGIN, --set key.path=value\n";
 
-/* Parsed command line shared by the commands. */
-struct cli {
-	const char *cmd;
-	const char *pipeline;
-	const char *run_dir, *checkpoint, *input, *lengths, *output, *node, *split;
-	bool resume, json;
-	const char *plugin_paths[32];
-	int n_plugin_paths;
-	const char *prefer[32];
-	int n_prefer;
-	const char *sets[64];
-	int n_sets;
-	const char *args[8];
-	int n_args;
-};
-
-static int usage_error(const char *fmt, const char *a)
+int px_cli_usage_error(const char *fmt, const char *a)
 {
 	fprintf(stderr, "plexus: ");
 	fprintf(stderr, fmt, a);
@@ -65,13 +53,13 @@ static int exit_code_for(int rc)
 	}
 }
 
-static int fail(const struct px_error *err, int rc)
+int px_cli_fail(const struct px_error *err, int rc)
 {
 	fprintf(stderr, "%s\n", err->msg[0] ? err->msg : px_status_name(rc));
 	return exit_code_for(rc);
 }
 
-static int open_session(struct cli *c, bool want_test, bool no_optim, struct px_session **s,
+int px_cli_open_session(struct cli *c, bool want_test, bool no_optim, struct px_session **s,
 			struct px_error *err)
 {
 	struct px_session_opts o = {
@@ -110,9 +98,9 @@ static int cmd_train(struct cli *c)
 {
 	struct px_error err = {0};
 	struct px_session *s;
-	int rc = open_session(c, true, false, &s, &err);
+	int rc = px_cli_open_session(c, true, false, &s, &err);
 	if (rc)
-		return fail(&err, rc);
+		return px_cli_fail(&err, rc);
 	char dir[4096];
 	if (c->run_dir)
 		snprintf(dir, sizeof dir, "%s", c->run_dir);
@@ -142,17 +130,17 @@ static int split_index(const char *name)
 static int cmd_eval(struct cli *c)
 {
 	if (!c->checkpoint)
-		return usage_error("eval needs --checkpoint FILE%s", "");
+		return px_cli_usage_error("eval needs --checkpoint FILE%s", "");
 	struct px_error err = {0};
 	struct px_session *s;
-	int rc = open_session(c, true, true, &s, &err);
+	int rc = px_cli_open_session(c, true, true, &s, &err);
 	if (rc)
-		return fail(&err, rc);
+		return px_cli_fail(&err, rc);
 	const char *split = c->split ? c->split : px_config_str(s->eval_cfg, "split");
 	int sp = split_index(split);
 	if (sp < 0) {
 		px_session_free(s);
-		return usage_error("--split must be train, val or test, got '%s'", split);
+		return px_cli_usage_error("--split must be train, val or test, got '%s'", split);
 	}
 	rc = px_load_params(s, c->checkpoint, &err);
 	struct px_metrics m;
@@ -171,12 +159,12 @@ static int cmd_eval(struct cli *c)
 static int cmd_predict(struct cli *c)
 {
 	if (!c->checkpoint || !c->input || !c->output)
-		return usage_error("predict needs --checkpoint FILE --input X.npy --output Y.npy%s", "");
+		return px_cli_usage_error("predict needs --checkpoint FILE --input X.npy --output Y.npy%s", "");
 	struct px_error err = {0};
 	struct px_session *s;
-	int rc = open_session(c, false, true, &s, &err);
+	int rc = px_cli_open_session(c, false, true, &s, &err);
 	if (rc)
-		return fail(&err, rc);
+		return px_cli_fail(&err, rc);
 	float *x = NULL, *y = NULL;
 	int32_t *len = NULL;
 	struct px_arena *a = px_arena_new(1 << 20);
@@ -244,9 +232,9 @@ static int cmd_validate(struct cli *c)
 {
 	struct px_error err = {0};
 	struct px_session *s;
-	int rc = open_session(c, false, false, &s, &err);
+	int rc = px_cli_open_session(c, false, false, &s, &err);
 	if (rc)
-		return fail(&err, rc);
+		return px_cli_fail(&err, rc);
 	struct px_model *m = s->model;
 	char sh[128];
 	printf("%s: ok\n", s->pl->file);
@@ -313,7 +301,7 @@ static int cmd_plugins(struct cli *c)
 	struct px_error err = {0};
 	struct px_registry *r = open_registry(c, &err);
 	if (!r)
-		return fail(&err, PX_ERR_INVALID);
+		return px_cli_fail(&err, PX_ERR_INVALID);
 	if (c->json)
 		printf("{\"plugins\": [");
 	for (int i = 0; i < r->n_plugins; i++) {
@@ -408,12 +396,12 @@ static void explain_ports(const char *what, const struct px_port_spec *p)
 static int cmd_explain(struct cli *c)
 {
 	if (c->n_args < 1)
-		return usage_error("explain needs a KIND%s", "");
+		return px_cli_usage_error("explain needs a KIND%s", "");
 	const char *kind = c->args[0];
 	struct px_error err = {0};
 	struct px_registry *r = open_registry(c, &err);
 	if (!r)
-		return fail(&err, PX_ERR_INVALID);
+		return px_cli_fail(&err, PX_ERR_INVALID);
 	int found = 0;
 	for (int i = 0; i < r->n_entries; i++) {
 		const struct px_entry *e = &r->entries[i];
@@ -470,7 +458,7 @@ static int cmd_explain(struct cli *c)
 static int cmd_inspect(struct cli *c)
 {
 	if (c->n_args < 1)
-		return usage_error("inspect needs a FILE.safetensors%s", "");
+		return px_cli_usage_error("inspect needs a FILE.safetensors%s", "");
 	struct px_error err = {0};
 	struct px_st_file *f;
 	int rc = px_st_open(c->args[0], &f, &err);
@@ -525,6 +513,12 @@ static const struct command commands[] = {
 	{"plugins", cmd_plugins, false},
 	{"explain", cmd_explain, false},
 	{"inspect", cmd_inspect, false},
+	{"diagnose", px_cmd_diagnose, true},
+	{"sample", px_cmd_sample, true},
+	{"score", px_cmd_score, true},
+	{"reconstruct", px_cmd_reconstruct, true},
+	{"translate", px_cmd_translate, true},
+	{"attention", px_cmd_attention, true},
 };
 
 int px_cli_main(int argc, char **argv)
@@ -542,7 +536,7 @@ int px_cli_main(int argc, char **argv)
 		if (!strcmp(argv[1], commands[i].name))
 			cmd = &commands[i];
 	if (!cmd)
-		return usage_error("unknown command '%s'", argv[1]);
+		return px_cli_usage_error("unknown command '%s'", argv[1]);
 	struct cli c = {.cmd = cmd->name};
 	static const struct option opts[] = {
 		{"run-dir", required_argument, 0, 'r'}, {"resume", no_argument, 0, 'R'},
@@ -551,6 +545,11 @@ int px_cli_main(int argc, char **argv)
 		{"output", required_argument, 0, 'o'}, {"lengths", required_argument, 0, 'l'},
 		{"node", required_argument, 0, 'n'}, {"split", required_argument, 0, 'S'},
 		{"plugin-path", required_argument, 0, 'p'}, {"prefer", required_argument, 0, 'P'},
+		{"prompt", required_argument, 0, 'm'}, {"length", required_argument, 0, 'L'},
+		{"temperature", required_argument, 0, 't'}, {"grid", required_argument, 0, 'g'},
+		{"count", required_argument, 0, 'k'}, {"beam", required_argument, 0, 'b'},
+		{"out", required_argument, 0, 'O'}, {"index", required_argument, 0, 'x'},
+		{"grad-norms", no_argument, 0, 'G'},
 		{0, 0, 0, 0},
 	};
 	optind = 1;
@@ -568,35 +567,53 @@ int px_cli_main(int argc, char **argv)
 		case 'l': c.lengths = optarg; break;
 		case 'n': c.node = optarg; break;
 		case 'S': c.split = optarg; break;
+		case 'm': c.prompt = optarg; break;
+		case 'g': c.grid = optarg; break;
+		case 'O': c.out = optarg; break;
+		case 'G': c.grad_norms = true; break;
+		case 'L':
+		case 'k':
+		case 'b':
+		case 'x': {
+			int64_t v;
+			if (!px_parse_int(optarg, &v) || v < 0)
+				return px_cli_usage_error("expected a non-negative integer, got '%s'", optarg);
+			*(ch == 'L' ? &c.length : ch == 'k' ? &c.count : ch == 'b' ? &c.beam : &c.index) = v;
+			break;
+		}
+		case 't':
+			if (!px_parse_double(optarg, &c.temperature) || c.temperature <= 0)
+				return px_cli_usage_error("--temperature must be a positive number, got '%s'", optarg);
+			break;
 		case 's':
 			if (c.n_sets >= 64)
-				return usage_error("too many --set options%s", "");
+				return px_cli_usage_error("too many --set options%s", "");
 			c.sets[c.n_sets++] = optarg;
 			break;
 		case 'p':
 			if (c.n_plugin_paths >= 32)
-				return usage_error("too many --plugin-path options%s", "");
+				return px_cli_usage_error("too many --plugin-path options%s", "");
 			c.plugin_paths[c.n_plugin_paths++] = optarg;
 			break;
 		case 'P':
 			if (c.n_prefer >= 32)
-				return usage_error("too many --prefer options%s", "");
+				return px_cli_usage_error("too many --prefer options%s", "");
 			c.prefer[c.n_prefer++] = optarg;
 			break;
 		case ':':
-			return usage_error("option '%s' needs a value", argv[optind]);
+			return px_cli_usage_error("option '%s' needs a value", argv[optind]);
 		default:
-			return usage_error("unknown option '%s'", argv[optind]);
+			return px_cli_usage_error("unknown option '%s'", argv[optind]);
 		}
 	}
 	for (int i = optind + 1; i < argc; i++) {
 		if (c.n_args >= 8)
-			return usage_error("too many arguments%s", "");
+			return px_cli_usage_error("too many arguments%s", "");
 		c.args[c.n_args++] = argv[i];
 	}
 	if (cmd->needs_pipeline) {
 		if (c.n_args < 1)
-			return usage_error("%s needs a PIPELINE file", cmd->name);
+			return px_cli_usage_error("%s needs a PIPELINE file", cmd->name);
 		c.pipeline = c.args[0];
 	}
 	return cmd->fn(&c);

@@ -257,7 +257,6 @@ int px_read_file(const char *path, size_t max_bytes, char **data, size_t *len,
 		 struct px_error *err);
 uint64_t px_hash64(const void *data, size_t n, uint64_t seed);   /* FNV-1a style, stable */
 
-#endif
 
 /* ------------------------------------------------------------------ registry.c */
 /* A registry with the core's built-ins. NULL on out of memory. */
@@ -528,3 +527,23 @@ int px_metrics_batch(struct px_session *s, struct px_metric_acc *a, const struct
 int px_metrics_end(struct px_session *s, struct px_metric_acc *a, struct px_metrics *m,
 		   struct px_error *err);
 void px_metrics_add(struct px_metrics *m, const char *name, double value);
+
+/* ------------------------------------------------------------------ image.c */
+/* 8-bit PNG (libpng), written atomically. channels 1 (gray) or 3 (RGB); rows top first. */
+int px_png_write(const char *path, int width, int height, int channels,
+		 const unsigned char *pixels, struct px_error *err);
+/* A value in [0,1] to a perceptual colour map (viridis-like), RGB bytes. */
+void px_colormap(double v, unsigned char rgb[3]);
+/* Heat map of m[rows][cols] (values in [0,1] are expected; others are clamped), with labels
+ * (may be NULL), as a self-contained SVG document (text escaped). Caller frees. */
+char *px_svg_heatmap(const float *m, int rows, int cols, const char *const *row_labels,
+		     const char *const *col_labels, const char *title, const char *x_title,
+		     const char *y_title);
+/* The same as a PNG (cells of `cell` pixels, no text). */
+int px_png_heatmap(const char *path, const float *m, int rows, int cols, int cell,
+		   struct px_error *err);
+/* XML-escape s (&, <, >, ", ') into a new string. Caller frees. */
+char *px_xml_escape(const char *s);
+int px_write_file_atomic(const char *path, const void *data, size_t n, struct px_error *err);
+
+#endif

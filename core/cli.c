@@ -250,9 +250,11 @@ static int cmd_validate(struct cli *c)
 		printf("%-14s %-18s %-14s %-22s %12lld\n", n->name, n->ops->kind,
 		       n->entry->plugin->desc->name, px_shape_str(&n->out_shape[0], sh, sizeof sh),
 		       (long long)pc);
-		for (int k = 1; k < n->n_out; k++)
-			printf("%-14s %-18s %-14s %-22s\n", "", "", "",
-			       px_shape_str(&n->out_shape[k], sh, sizeof sh));
+		for (int k = 1; k < n->n_out; k++) {
+			char port[160];
+			snprintf(port, sizeof port, "%s.%s", n->name, n->ops->outputs[k].name);
+			printf("  %-47s %-22s\n", port, px_shape_str(&n->out_shape[k], sh, sizeof sh));
+		}
 	}
 	printf("total trainable parameters: %lld\n", (long long)total);
 	px_session_free(s);

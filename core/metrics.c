@@ -21,7 +21,68 @@ struct px_metric_acc {
 	int64_t exact, examples, tok_ok, tok_n;
 	/* naive baseline */
 	double naive_sum, naive_count;
+	/* pca baseline: mean [D], components [K][D] */
+	int64_t pca_k, pca_d;
+	float *pca_mean, *pca_v;
+	double pca_sum, pca_count;
 };
+
+/* LAPACK (from OpenBLAS): eigen-decomposition of a symmetric matrix */
+void ssyev_(const char *jobz, const char *uplo, const int *n, float *a, const int *lda, float *w,
+	    float *work, const int *lwork, int *info);
+
+/* The top-k principal directions of the training inputs (flattened), by the eigenvectors of
+ * their covariance C = Xc^T Xc / n. */
+static int pca_fit(struct px_session *s, struct px_metric_acc *a, int64_t k, struct px_error *err)
+{
+	const struct px_dataset *ds = &s->ds[PX_SPLIT_TRAIN];
+	int64_t n = ds->n, d = px_shape_numel(&ds->x);
+	if (k >= d || d > 4096)
+		return px_config_error(s->eval_cfg, err, PX_ERR_INVALID, "pca_baseline",
+				       "pca_baseline needs fewer components (%lld) than features (%lld, at most 4096)",
+				       (long long)k, (long long)d);
+	float *xc = malloc((size_t)(n * d) * sizeof *xc), *cov = malloc((size_t)(d * d) * sizeof *cov);
+	float *w = malloc((size_t)d * sizeof *w);
+	a->pca_mean = calloc((size_t)d, sizeof *a->pca_mean);
+	a->pca_v = malloc((size_t)(k * d) * sizeof *a->pca_v);
+	int rc = 0;
+	if (!xc || !cov || !w || !a->pca_mean || !a->pca_v) {
+		rc = px_error_set(err, PX_ERR_NOMEM, "out of memory for the PCA baseline");
+		goto done;
+	}
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t j = 0; j < d; j++)
+			a->pca_mean[j] += ds->x_data[i * d + j] / (float)n;
+	for (int64_t i = 0; i < n; i++)
+		for (int64_t j = 0; j < d; j++)
+			xc[i * d + j] = ds->x_data[i * d + j] - a->pca_mean[j];
+	px_gemm(true, false, d, d, n, 1.0f / (float)n, xc, d, xc, d, 0.0f, cov, d);  /* C = Xc^T Xc / n */
+	int nd = (int)d, info = 0, lwork = -1;
+	float q;
+	ssyev_("V", "U", &nd, cov, &nd, w, &q, &lwork, &info);
+	lwork = (int)q;
+	float *work = malloc((size_t)lwork * sizeof *work);
+	if (!work) {
+		rc = px_error_set(err, PX_ERR_NOMEM, "out of memory for the PCA baseline");
+		goto done;
+	}
+	ssyev_("V", "U", &nd, cov, &nd, w, work, &lwork, &info);
+	free(work);
+	if (info != 0) {
+		rc = px_error_set(err, PX_ERR_NUMERIC, "PCA baseline: eigen-decomposition failed (info %d)", info);
+		goto done;
+	}
+	/* ascending eigenvalues; column-major eigenvectors = rows of cov here: take the last k */
+	for (int64_t c = 0; c < k; c++)
+		memcpy(a->pca_v + c * d, cov + (d - 1 - c) * d, (size_t)d * sizeof(float));
+	a->pca_k = k;
+	a->pca_d = d;
+done:
+	free(xc);
+	free(cov);
+	free(w);
+	return rc;
+}
 
 int px_metrics_begin(struct px_session *s, int split, struct px_metric_acc **out,
 		     struct px_error *err)
@@ -52,6 +113,18 @@ int px_metrics_begin(struct px_session *s, int split, struct px_metric_acc **out
 			return rc;
 		}
 		a->has_gen = true;
+	}
+	int64_t k = px_config_int(ec, "pca_baseline");
+	if (k > 0) {
+		int rc = pca_fit(s, a, k, err);
+		if (rc) {
+			free(a->pca_mean);
+			free(a->pca_v);
+			free(a->inter);
+			free(a->uni);
+			free(a);
+			return rc;
+		}
 	}
 	*out = a;
 	return 0;
@@ -130,6 +203,26 @@ int px_metrics_batch(struct px_session *s, struct px_metric_acc *a, const struct
 			return px_error_prefix(err, "naive baseline"), rc;
 		a->naive_sum += lr.sum;
 		a->naive_count += lr.count;
+	}
+	if (a->pca_k) {  /* x_hat = mean + V^T V (x - mean), scored with the pipeline's loss */
+		int64_t B = x->shape[0], d = a->pca_d, k = a->pca_k;
+		struct px_tensor *xc = px_tensor_like(m->step_arena, pred);
+		struct px_tensor *z = px_tensor_new2(m->step_arena, B, k);
+		if (!xc || !z || px_tensor_numel(pred) != B * d)
+			return px_error_set(err, PX_ERR_SHAPE, "pca_baseline: the loss input must be shaped like the data");
+		for (int64_t i = 0; i < B * d; i++)
+			xc->data[i] = x->data[i] - a->pca_mean[i % d];
+		px_gemm(false, true, B, k, d, 1.0f, xc->data, d, a->pca_v, d, 0.0f, z->data, k);
+		px_gemm(false, false, B, d, k, 1.0f, z->data, k, a->pca_v, d, 0.0f, xc->data, d);
+		for (int64_t i = 0; i < B * d; i++)
+			xc->data[i] += a->pca_mean[i % d];
+		struct px_loss_result lr;
+		const struct px_loss_ops *lo = s->loss_entry->ops;
+		int rc = lo->forward(s->loss, xc, tgt, &lr, NULL, 1.0f, err);
+		if (rc)
+			return px_error_prefix(err, "pca baseline"), rc;
+		a->pca_sum += lr.sum;
+		a->pca_count += lr.count;
 	}
 	if (a->has_gen && y) {  /* free-running decoding: the model again, without the label */
 		int rc = px_model_forward(m, x, NULL, false, err);
@@ -215,10 +308,14 @@ int px_metrics_end(struct px_session *s, struct px_metric_acc *a, struct px_metr
 		px_metrics_add(m, "roc_auc", roc_auc(a->score, a->anomaly, a->n_score));
 	if (a->naive_count > 0)
 		px_metrics_add(m, "naive_loss", a->naive_sum / a->naive_count);
+	if (a->pca_count > 0)
+		px_metrics_add(m, "pca_loss", a->pca_sum / a->pca_count);
 	if (a->has_gen) {
 		px_metrics_add(m, "exact_match", a->examples ? (double)a->exact / (double)a->examples : NAN);
 		px_metrics_add(m, "token_accuracy", a->tok_n ? (double)a->tok_ok / (double)a->tok_n : NAN);
 	}
+	free(a->pca_mean);
+	free(a->pca_v);
 	free(a->inter);
 	free(a->uni);
 	free(a->score);

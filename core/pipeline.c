@@ -511,13 +511,19 @@ static int apply_override(struct ctx *c, const char *spec)
 			cur = found;
 		} else if (n->type == YAML_MAPPING_NODE) {
 			int found = 0;
+			ptrdiff_t hit = -1;
 			for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
 				const char *k = scalar(node(c, p->key));
-				if (k && !strcmp(k, seg)) {
-					if (!next)
-						p->value = value_node(c->doc, val);
-					found = p->value;
-				}
+				if (k && !strcmp(k, seg))
+					hit = p - n->data.mapping.pairs.start;
+			}
+			if (hit >= 0) {
+				/* adding a node may move the node array: look the pair up again after */
+				int v = next ? 0 : value_node(c->doc, val);
+				yaml_node_pair_t *p = node(c, cur)->data.mapping.pairs.start + hit;
+				if (!next)
+					p->value = v;
+				found = p->value;
 			}
 			if (!found) {
 				int v = next ? yaml_document_add_mapping(c->doc, NULL, YAML_BLOCK_MAPPING_STYLE)
@@ -645,6 +651,7 @@ int px_pipeline_load(const char *path, const char *const *overrides, int n_overr
 		rc = PX_ERR_PARSE;
 		goto done;
 	}
+	root = yaml_document_get_root_node(&doc);  /* overrides may have moved the node array */
 	const char *k;
 	yaml_node_t *v;
 	bool has_model = false, has_loss = false;

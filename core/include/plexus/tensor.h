@@ -20,7 +20,10 @@ extern "C" {
 
 #define PX_MAX_DIMS 6
 
-/* A shape. During model building dim[0] (the batch) is -1: unknown until data arrives. */
+/* A shape. During model building dim[0] (the batch) is -1: unknown until data arrives.
+ * The slots past ndim travel with an output port's shape to its consumers unchanged (the
+ * core copies whole structs): a layer may record build-time facts there, e.g. maxpool2d keeps
+ * the pre-pool H, W in dim[4], dim[5] of its rank-4 `indices` port for maxunpool2d. */
 struct px_shape {
 	int ndim;
 	int64_t dim[PX_MAX_DIMS];

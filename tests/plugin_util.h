@@ -14,7 +14,7 @@
 static const struct px_plugin *tp_loaded[TP_MAX];
 static int tp_n;
 
-static const struct px_cell_ops *tp_find_cell(const struct px_host *h, const char *kind,
+static inline const struct px_cell_ops *tp_find_cell(const struct px_host *h, const char *kind,
 					      struct px_error *err)
 {
 	(void)h;
@@ -36,7 +36,7 @@ static struct px_host tp_host = {
 
 /* dlopen $PLEXUS_BUILD/plugins/<name>/px-<name>.so (never unloaded). Aborts the test on
  * failure: a missing plugin is a broken build. */
-static const struct px_plugin *tp_plugin(const char *name)
+static inline const struct px_plugin *tp_plugin(const char *name)
 {
 	char path[1024];
 	const char *b = getenv("PLEXUS_BUILD");
@@ -58,7 +58,7 @@ static const struct px_plugin *tp_plugin(const char *name)
 	return p;
 }
 
-static const struct px_layer_ops *tp_layer(const char *plugin, const char *kind)
+static inline const struct px_layer_ops *tp_layer(const char *plugin, const char *kind)
 {
 	const struct px_plugin *p = tp_plugin(plugin);
 	for (const struct px_layer_ops *const *l = p->layers; l && *l; l++)
@@ -68,7 +68,7 @@ static const struct px_layer_ops *tp_layer(const char *plugin, const char *kind)
 	abort();
 }
 
-static const struct px_cell_ops *tp_cell(const char *plugin, const char *kind)
+static inline const struct px_cell_ops *tp_cell(const char *plugin, const char *kind)
 {
 	const struct px_plugin *p = tp_plugin(plugin);
 	for (const struct px_cell_ops *const *c = p->cells; c && *c; c++)
@@ -78,7 +78,7 @@ static const struct px_cell_ops *tp_cell(const char *plugin, const char *kind)
 	abort();
 }
 
-static const struct px_source_ops *tp_source(const char *plugin, const char *kind)
+static inline const struct px_source_ops *tp_source(const char *plugin, const char *kind)
 {
 	const struct px_plugin *p = tp_plugin(plugin);
 	for (const struct px_source_ops *const *s = p->sources; s && *s; s++)

@@ -691,7 +691,8 @@ START_TEST(test_reverse_task_trains_to_full_accuracy)
 		}
 	ck_assert_int_eq(n, N);
 	struct px_tensor *mem = tensor(3, N, TI, D), *y = tensor(2, N, TO, 0);
-	int32_t *ml = px_arena_alloc(arena, N * sizeof *ml), *yl = px_arena_alloc(arena, N * sizeof *yl);
+	int32_t *ml = px_arena_alloc(arena, N * sizeof *ml);
+	int32_t *yl = px_arena_alloc(arena, N * sizeof *yl);
 	for (int i = 0; i < N; i++) {
 		ml[i] = slen[i];
 		yl[i] = slen[i] + 1;
@@ -706,7 +707,8 @@ START_TEST(test_reverse_task_trains_to_full_accuracy)
 	y->lengths = yl;
 	/* a batch: views of B random examples */
 	struct px_tensor *bm = tensor(3, B, TI, D), *by = tensor(2, B, TO, 0);
-	int32_t *bml = px_arena_alloc(arena, B * sizeof *bml), *byl = px_arena_alloc(arena, B * sizeof *byl);
+	int32_t *bml = px_arena_alloc(arena, B * sizeof *bml);
+	int32_t *byl = px_arena_alloc(arena, B * sizeof *byl);
 	bm->lengths = bml;
 	by->lengths = byl;
 	struct px_tensor *dl = tensor(3, B, TO, 6);
@@ -747,8 +749,9 @@ START_TEST(test_reverse_task_trains_to_full_accuracy)
 				double z = 0;
 				for (int v = 0; v < 6; v++)
 					z += exp(l[v] - m);
+				int want = (int)by->data[b * TO + i];
 				for (int v = 0; v < 6; v++)
-					d[v] = (float)((exp(l[v] - m) / z - (v == (int)by->data[b * TO + i])) / count);
+					d[v] = (float)((exp(l[v] - m) / z - (v == want)) / count);
 			}
 		const struct px_tensor *dout[3] = {dl, NULL, NULL};
 		ck_assert_int_eq(px_layer_inst_backward(li, dout, NULL, &err), 0);

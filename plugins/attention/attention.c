@@ -129,8 +129,8 @@ static int pool_forward(void *self, struct px_fwd *f, struct px_error *err)
 		float *al = w->data + bi * T;
 		masked_softmax(e + bi * T, al, len, T);
 		if (len > 0)   /* c_b[1,F] = alpha_b[1,len] h_b[len,F] */
-			px_gemm(false, false, 1, F, len, 1.0f, al, len, x->data + bi * T * F, F, 0.0f,
-				c->data + bi * F, F);
+			px_gemm(false, false, 1, F, len, 1.0f, al, len, x->data + bi * T * F, F,
+				0.0f, c->data + bi * F, F);
 	}
 	w->lengths = x->lengths;
 	p->a = a;
@@ -193,7 +193,8 @@ static int pool_backward(void *self, struct px_bwd *b, struct px_error *err)
 static const struct px_layer_ops pool_ops = {
 	.struct_size = sizeof(struct px_layer_ops),
 	.kind = "attention_pool",
-	.doc = "feed-forward attention pooling over time: c = sum_t softmax(v^T tanh(W h_t + b)) h_t",
+	.doc = "feed-forward attention pooling over time: "
+	       "c = sum_t softmax(v^T tanh(W h_t + b)) h_t",
 	.schema = pool_schema,
 	.inputs = pool_in,
 	.outputs = pool_out,
@@ -267,25 +268,63 @@ static void date_format(char *buf, size_t n, int fmt, int y, int m, int d, int w
 	snprintf(dab, sizeof dab, "%.3s", day);
 	int yy = y % 100;
 	switch (fmt) {
-	case 0: snprintf(buf, n, "%d %s %04d", d, mon, y); break;              /* 28 november 2026 */
-	case 1: snprintf(buf, n, "%s %d, %02d", mab, d, yy); break;            /* nov 28, 26 */
-	case 2: snprintf(buf, n, "%s %02d/%02d/%04d", day, d, m, y); break;    /* saturday 28/11/2026 */
-	case 3: snprintf(buf, n, "%04d.%02d.%02d", y, m, d); break;            /* 2026.11.28 */
-	case 4: snprintf(buf, n, "%02d.%02d.%04d", d, m, y); break;            /* 28.11.2026 */
-	case 5: snprintf(buf, n, "%s %d%s %04d", mon, d, ordinal(d), y); break; /* november 28th 2026 */
-	case 6: snprintf(buf, n, "%d/%d/%02d", m, d, yy); break;               /* 11/28/26 (US) */
-	case 7: snprintf(buf, n, "%d %s %04d", d, mab, y); break;              /* 28 nov 2026 */
-	case 8: snprintf(buf, n, "%s, %s %d, %04d", day, mon, d, y); break;    /* saturday, november 28, 2026 */
-	case 9: snprintf(buf, n, "%02d-%02d-%04d", d, m, y); break;            /* 28-11-2026 */
-	case 10: snprintf(buf, n, "%04d/%02d/%02d", y, m, d); break;           /* 2026/11/28 */
-	case 11: snprintf(buf, n, "%s %d %s %04d", dab, d, mab, y); break;     /* sat 28 nov 2026 */
-	case 12: snprintf(buf, n, "the %d%s of %s %04d", d, ordinal(d), mon, y); break;
-	case 13: snprintf(buf, n, "%02d/%02d/%04d", m, d, y); break;           /* 11/28/2026 (US) */
-	case 14: snprintf(buf, n, "%d %s %02d", d, mab, yy); break;            /* 28 nov 26 */
-	case 15: snprintf(buf, n, "%s %d %04d", mab, d, y); break;             /* nov 28 2026 */
-	case 16: snprintf(buf, n, "%04d%02d%02d", y, m, d); break;             /* 20261128 */
-	case 17: snprintf(buf, n, "%d%s %s, %04d", d, ordinal(d), mon, y); break; /* 28th november, 2026 */
-	default: snprintf(buf, n, "%s, %d %s %04d", day, d, mon, y); break;    /* saturday, 28 november 2026 */
+	case 0: /* 28 november 2026 */
+		snprintf(buf, n, "%d %s %04d", d, mon, y);
+		break;
+	case 1: /* nov 28, 26 */
+		snprintf(buf, n, "%s %d, %02d", mab, d, yy);
+		break;
+	case 2: /* saturday 28/11/2026 */
+		snprintf(buf, n, "%s %02d/%02d/%04d", day, d, m, y);
+		break;
+	case 3: /* 2026.11.28 */
+		snprintf(buf, n, "%04d.%02d.%02d", y, m, d);
+		break;
+	case 4: /* 28.11.2026 */
+		snprintf(buf, n, "%02d.%02d.%04d", d, m, y);
+		break;
+	case 5: /* november 28th 2026 */
+		snprintf(buf, n, "%s %d%s %04d", mon, d, ordinal(d), y);
+		break;
+	case 6: /* 11/28/26 (US) */
+		snprintf(buf, n, "%d/%d/%02d", m, d, yy);
+		break;
+	case 7: /* 28 nov 2026 */
+		snprintf(buf, n, "%d %s %04d", d, mab, y);
+		break;
+	case 8: /* saturday, november 28, 2026 */
+		snprintf(buf, n, "%s, %s %d, %04d", day, mon, d, y);
+		break;
+	case 9: /* 28-11-2026 */
+		snprintf(buf, n, "%02d-%02d-%04d", d, m, y);
+		break;
+	case 10: /* 2026/11/28 */
+		snprintf(buf, n, "%04d/%02d/%02d", y, m, d);
+		break;
+	case 11: /* sat 28 nov 2026 */
+		snprintf(buf, n, "%s %d %s %04d", dab, d, mab, y);
+		break;
+	case 12:
+		snprintf(buf, n, "the %d%s of %s %04d", d, ordinal(d), mon, y);
+		break;
+	case 13: /* 11/28/2026 (US) */
+		snprintf(buf, n, "%02d/%02d/%04d", m, d, y);
+		break;
+	case 14: /* 28 nov 26 */
+		snprintf(buf, n, "%d %s %02d", d, mab, yy);
+		break;
+	case 15: /* nov 28 2026 */
+		snprintf(buf, n, "%s %d %04d", mab, d, y);
+		break;
+	case 16: /* 20261128 */
+		snprintf(buf, n, "%04d%02d%02d", y, m, d);
+		break;
+	case 17: /* 28th november, 2026 */
+		snprintf(buf, n, "%d%s %s, %04d", d, ordinal(d), mon, y);
+		break;
+	default: /* saturday, 28 november 2026 */
+		snprintf(buf, n, "%s, %d %s %04d", day, d, mon, y);
+		break;
 	}
 }
 
@@ -349,7 +388,8 @@ static int write_tsv(const char *path, const struct px_dataset *ds, struct px_er
 			unlink(tmp);
 		}
 		free(tmp);
-		return px_error_set(err, PX_ERR_IO, "dates: cannot write '%s': %s", path, strerror(e));
+		return px_error_set(err, PX_ERR_IO, "dates: cannot write '%s': %s", path,
+				    strerror(e));
 	}
 	int64_t tx = ds->x.dim[1], ty = ds->y.dim[1];
 	for (int64_t i = 0; i < ds->n; i++) {

@@ -150,7 +150,8 @@ static void attend(const struct dec *d, const struct mem *m, int64_t R, int64_t 
 				al[j] = e;
 			}
 		} else if (len > 0) {   /* e[1,len] = query_r keys^T */
-			px_gemm(false, true, 1, len, H, 1.0f, query + r * H, H, keys, KD, 0.0f, al, len);
+			px_gemm(false, true, 1, len, H, 1.0f, query + r * H, H, keys, KD, 0.0f, al,
+				len);
 		}
 		masked_softmax(al, al, len, T);
 		if (len > 0)   /* ctx_r[1,D] = alpha[1,len] h[len,D] */
@@ -188,13 +189,15 @@ static void attend_backward(struct dec *d, const struct mem *m, int64_t R, int64
 		for (int64_t j = 0; j < len; j++)
 			de[j] = al[j] * (de[j] - (float)s);
 		if (dmem)   /* dh[len,D] += alpha^T dctx_r */
-			px_gemm(true, false, len, D, 1, 1.0f, al, len, dc, D, 1.0f, dmem + r * T * D, D);
+			px_gemm(true, false, len, D, 1, 1.0f, al, len, dc, D, 1.0f, dmem + r * T * D,
+				D);
 		const float *keys = m->keys + r * T * KD;
 		if (!additive) {   /* e_j = query . key_j */
-			px_gemm(false, false, 1, H, len, 1.0f, de, len, keys, KD, 1.0f, dquery + r * H, H);
+			px_gemm(false, false, 1, H, len, 1.0f, de, len, keys, KD, 1.0f,
+				dquery + r * H, H);
 			if (dkeys)
-				px_gemm(true, false, len, H, 1, 1.0f, de, len, query + r * H, H, 1.0f,
-					dkeys + r * T * KD, KD);
+				px_gemm(true, false, len, H, 1, 1.0f, de, len, query + r * H, H,
+					1.0f, dkeys + r * T * KD, KD);
 			continue;
 		}
 		const float *qr = q + r * A;   /* e_j = v . tanh(q + key_j) */
@@ -324,8 +327,8 @@ static void init_gather(const struct dec *d, int w, const struct px_tensor *t, f
 	int64_t B = t->shape[0], slots = d->slots[w], dirs = d->dirs[w], F = d->fe[w];
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t k = 0; k < dirs; k++)
-			memcpy(x0 + b * dirs * F + k * F, t->data + (b * slots + slots - dirs + k) * F,
-			       (size_t)F * sizeof(float));
+			memcpy(x0 + b * dirs * F + k * F,
+			       t->data + (b * slots + slots - dirs + k) * F, (size_t)F * sizeof(float));
 }
 
 /* s0[w] = tanh(x0 W_b^T + b_b) when S != H (the bridge), x0 when S == H, 0 unconnected */
@@ -378,10 +381,12 @@ static int init_backward(struct dec *d, struct px_arena *a, const float *s0, con
 				return -1;
 			for (int64_t i = 0; i < B * H; i++)
 				du[i] = dsw[i] * (1.0f - sw[i] * sw[i]);
-			px_gemm(true, false, H, S, B, 1.0f, du, H, x0, S, 1.0f, d->bw[w]->grad->data, S);
+			px_gemm(true, false, H, S, B, 1.0f, du, H, x0, S, 1.0f, d->bw[w]->grad->data,
+				S);
 			for (int64_t i = 0; i < B * H; i++)
 				d->bb[w]->grad->data[i % H] += du[i];
-			px_gemm(false, false, B, S, H, 1.0f, du, H, d->bw[w]->value->data, S, 0.0f, dx0, S);
+			px_gemm(false, false, B, S, H, 1.0f, du, H, d->bw[w]->value->data, S, 0.0f,
+				dx0, S);
 		} else {
 			memcpy(dx0, dsw, (size_t)(B * H) * sizeof(float));
 		}
@@ -428,10 +433,10 @@ static int run_teacher(struct dec *d, struct px_arena *a, const struct mem *m, f
 			}
 			float id = y[b * T + i - 1];
 			if (!(id >= 0 && id < (float)V))
-				return px_error_set(err, PX_ERR_INVALID,
-						    "attention_decoder: target id %g at [%lld,%lld] is "
-						    "outside the vocabulary 0..%lld", (double)id,
-						    (long long)b, (long long)(i - 1), (long long)(V - 1));
+				return px_error_set(
+					err, PX_ERR_INVALID, "attention_decoder: target id %g at "
+					"[%lld,%lld] is outside the vocabulary 0..%lld", (double)id,
+					(long long)b, (long long)(i - 1), (long long)(V - 1));
 			yi[b] = (int32_t)id;
 		}
 	}
@@ -485,7 +490,8 @@ static int run_greedy(struct dec *d, struct px_arena *a, const struct mem *m, co
 		for (int64_t b = 0; b < B; b++)
 			sl.y[b] = (int32_t)(i == 0 ? d->bos : tok[b * L + i - 1]);
 		sl.s = s[(i + 1) & 1];
-		dec_step(d, m, B, 1, &sl, s[i & 1], i ? feat[(i - 1) & 1] : NULL, O, feat[i & 1], O);
+		const float *feed = i ? feat[(i - 1) & 1] : NULL;
+		dec_step(d, m, B, 1, &sl, s[i & 1], feed, O, feat[i & 1], O);
 		out_proj(d, B, feat[i & 1], O, lg);
 		for (int64_t b = 0; b < B; b++) {
 			if (len[b])
@@ -501,7 +507,8 @@ static int run_greedy(struct dec *d, struct px_arena *a, const struct mem *m, co
 				live--;
 			}
 			if (logits)
-				memcpy(logits->data + (b * L + i) * V, lr, (size_t)V * sizeof(float));
+				memcpy(logits->data + (b * L + i) * V, lr,
+				       (size_t)V * sizeof(float));
 			if (weights)
 				memcpy(weights->data + (b * L + i) * TI, sl.alpha + b * TI,
 				       (size_t)TI * sizeof(float));
@@ -583,9 +590,9 @@ static int run_beam(struct dec *d, struct px_arena *a, const struct mem *m, cons
 				const float *lr = lg + r * V;
 				double lse = log_sum_exp(lr, V);
 				for (int64_t v = 0; v < V; v++)
-					cand_insert(c, &nc, (int)(2 * K),
-						    (struct cand){hs[cur][r] + ((double)lr[v] - lse),
-								  (int32_t)r, (int32_t)v});
+					cand_insert(c, &nc, (int)(2 * K), (struct cand){
+						hs[cur][r] + ((double)lr[v] - lse), (int32_t)r,
+						(int32_t)v});
 			}
 			int64_t alive = 0;
 			for (int rank = 0; rank < nc; rank++) {
@@ -606,14 +613,16 @@ static int run_beam(struct dec *d, struct px_arena *a, const struct mem *m, cons
 					tok[b * L + i] = x->token;
 					continue;
 				}
-				int64_t r = b * K + alive++;   /* alive: copy the parent's tokens and state */
+				/* alive: copy the parent's tokens and state */
+				int64_t r = b * K + alive++;
 				memcpy(htok[nxt] + r * L, parent, (size_t)i * sizeof(int32_t));
 				htok[nxt][r * L + i] = x->token;
 				hs[nxt][r] = x->score;
 				for (int64_t w = 0; w < ns; w++)
-					memcpy(s_live + (w * R + r) * H, sl.s + (w * R + x->parent) * H,
-					       (size_t)H * sizeof(float));
-				memcpy(feed + r * O, feat + x->parent * O, (size_t)O * sizeof(float));
+					memcpy(s_live + (w * R + r) * H,
+					       sl.s + (w * R + x->parent) * H, (size_t)H * sizeof(float));
+				memcpy(feed + r * O, feat + x->parent * O,
+				       (size_t)O * sizeof(float));
 			}
 			for (int64_t r = b * K + (i == L - 1 ? 0 : alive); r < (b + 1) * K; r++)
 				hs[nxt][r] = -INFINITY;
@@ -644,8 +653,8 @@ static int check_inputs(const struct dec *d, const struct px_tensor *const *in, 
 				    (long long)d->D);
 	int64_t B = mem->shape[0];
 	if (y && (y->ndim != 2 || y->shape[0] != B))
-		return px_error_set(err, PX_ERR_SHAPE,
-				    "attention_decoder: targets must be ids [%lld,T]", (long long)B);
+		return px_error_set(err, PX_ERR_SHAPE, "attention_decoder: targets must be ids "
+				    "[%lld,T]", (long long)B);
 	for (int w = 0; w < 2; w++) {
 		const struct px_tensor *t = IN_INIT + w < n_in ? in[IN_INIT + w] : NULL;
 		if (!t || !d->has_init[w])
@@ -775,14 +784,17 @@ static int dec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 	float *dmem = dmem_t ? dmem_t->data : NULL;
 	if (d->score == SC_DOT)
 		dkeys = dmem;
-	if (dlog) {   /* the valid steps' d logits; dW_out += dl^T feat; db += sum dl; dfeat = dl W_out */
+	if (dlog) {   /* dl = d logits of the valid steps */
 		for (int64_t b = 0; b < B; b++)
 			memcpy(dl + b * T * V, dlog->data + b * T * V,
 			       (size_t)(tf->tlen[b] * V) * sizeof(float));
-		px_gemm(true, false, V, O, B * T, 1.0f, dl, V, tf->feat, O, 1.0f, d->ow->grad->data, O);
+		/* dW_out += dl^T feat; db += sum dl; dfeat = dl W_out */
+		px_gemm(true, false, V, O, B * T, 1.0f, dl, V, tf->feat, O, 1.0f,
+			d->ow->grad->data, O);
 		for (int64_t r = 0; r < B * T; r++)
 			px_axpy(V, 1.0f, dl + r * V, d->ob->grad->data);
-		px_gemm(false, false, B * T, O, V, 1.0f, dl, V, d->ow->value->data, O, 0.0f, dfeat, O);
+		px_gemm(false, false, B * T, O, V, 1.0f, dl, V, d->ow->value->data, O, 0.0f,
+			dfeat, O);
 	}
 	float *demb = d->emb->grad->data;
 	for (int64_t i = T - 1; i >= 0; i--) {
@@ -790,24 +802,26 @@ static int dec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 		const float *s_prev = tf->s + i * SS, *dw = dwts ? dwts->data + i * TI : NULL;
 		if (d->attn == ATT_LUONG) {
 			for (int64_t b = 0; b < B; b++) {
-				const float *ht = tf->feat + (b * T + i) * O, *dh = dfeat + (b * T + i) * O;
+				const float *ht = tf->feat + (b * T + i) * O;
+				const float *dh = dfeat + (b * T + i) * O, *df = dfeed + b * H;
 				for (int64_t k = 0; k < H; k++)
-					du[b * H + k] = (dh[k] + dfeed[b * H + k]) * (1.0f - ht[k] * ht[k]);
+					du[b * H + k] = (dh[k] + df[k]) * (1.0f - ht[k] * ht[k]);
 			}
 			px_gemm(true, false, H, D + H, B, 1.0f, du, H, sl->cat, D + H, 1.0f,
 				d->wc->grad->data, D + H);
-			px_gemm(false, false, B, D + H, H, 1.0f, du, H, d->wc->value->data, D + H, 0.0f,
-				dcat, D + H);
+			px_gemm(false, false, B, D + H, H, 1.0f, du, H, d->wc->value->data, D + H,
+				0.0f, dcat, D + H);
 			for (int64_t b = 0; b < B; b++) {
 				memcpy(dctx + b * D, dcat + b * (D + H), (size_t)D * sizeof(float));
 				px_axpy(H, 1.0f, dcat + b * (D + H) + D, ds + b * H);
 			}
-			attend_backward(d, m, B, i, tf->tlen, sl->s, sl->q, sl->alpha, dctx, dw, T * TI,
-					de, dq, ds, dmem, dkeys);
+			attend_backward(d, m, B, i, tf->tlen, sl->s, sl->q, sl->alpha, dctx, dw,
+					T * TI, de, dq, ds, dmem, dkeys);
 		} else {
 			for (int64_t b = 0; b < B; b++) {
 				px_axpy(H, 1.0f, dfeat + (b * T + i) * O, ds + b * H);
-				memcpy(dctx + b * D, dfeat + (b * T + i) * O + H, (size_t)D * sizeof(float));
+				memcpy(dctx + b * D, dfeat + (b * T + i) * O + H,
+				       (size_t)D * sizeof(float));
 			}
 		}
 		memset(dx, 0, (size_t)(B * Xin) * sizeof(float));
@@ -823,8 +837,8 @@ static int dec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 				px_axpy(D, 1.0f, dx + b * Xin + E, dctx + b * D);
 		}
 		if (d->attn == ATT_BAHDANAU)
-			attend_backward(d, m, B, i, tf->tlen, s_prev, sl->q, sl->alpha, dctx, dw, T * TI,
-					de, dq, dsp, dmem, dkeys);
+			attend_backward(d, m, B, i, tf->tlen, s_prev, sl->q, sl->alpha, dctx, dw,
+					T * TI, de, dq, dsp, dmem, dkeys);
 		float *t = ds;
 		ds = dsp;
 		dsp = t;
@@ -832,11 +846,13 @@ static int dec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 	int64_t BT = B * TI;
 	if (d->score == SC_GENERAL) {   /* keys = h W_a^T: dh += dK W_a; dW_a += dK^T h */
 		if (dmem)
-			px_gemm(false, false, BT, D, H, 1.0f, dkeys, H, d->wa->value->data, D, 1.0f, dmem, D);
+			px_gemm(false, false, BT, D, H, 1.0f, dkeys, H, d->wa->value->data, D, 1.0f,
+				dmem, D);
 		px_gemm(true, false, H, D, BT, 1.0f, dkeys, H, m->h, D, 1.0f, d->wa->grad->data, D);
 	} else if (d->score >= SC_CONCAT) {   /* keys = h W_k^T */
 		if (dmem)
-			px_gemm(false, false, BT, D, d->A, 1.0f, dkeys, d->A, d->Wk, d->ldk, 1.0f, dmem, D);
+			px_gemm(false, false, BT, D, d->A, 1.0f, dkeys, d->A, d->Wk, d->ldk, 1.0f,
+				dmem, D);
 		px_gemm(true, false, d->A, D, BT, 1.0f, dkeys, d->A, m->h, D, 1.0f, d->dWk, d->ldk);
 	}
 	if (init_backward(d, a, tf->s, ds, d_in))
@@ -846,7 +862,8 @@ static int dec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 
 /* ================================================================== schema and create */
 static const struct px_param_spec dec_schema[] = {
-	{"cell", PX_T_ENUM, "lstm", 0, 0, "lstm|gru|rnn", "recurrent cell (from whichever plugin provides it)"},
+	{"cell", PX_T_ENUM, "lstm", 0, 0, "lstm|gru|rnn",
+	 "recurrent cell (from whichever plugin provides it)"},
 	{"hidden", PX_T_INT, NULL, 1, 1e6, NULL, "decoder state size"},
 	{"vocab", PX_T_INT, NULL, 2, 1e8, NULL, "output vocabulary size (usually $y_vocab)"},
 	{"embed", PX_T_INT, "64", 1, 1e6, NULL, "target embedding size"},
@@ -915,8 +932,8 @@ static int init_port(struct px_build *b, struct dec *d, int w, int64_t dirs_opt,
 	const char *port = w ? "init_cell" : "init";
 	if (s->ndim != 2 && s->ndim != 3)
 		return px_build_error(b, err, PX_ERR_SHAPE,
-				      "port '%s' must be an encoder state [B,layers*dirs,H], got %s",
-				      port, px_shape_str(s, buf, sizeof buf));
+				      "port '%s' must be an encoder state [B,layers*dirs,H], "
+				      "got %s", port, px_shape_str(s, buf, sizeof buf));
 	if (w && d->ns < 2)
 		return px_build_error(b, err, PX_ERR_INVALID,
 				      "port 'init_cell' needs an lstm cell (cell: %s has no c)",
@@ -983,13 +1000,15 @@ static int dec_create(struct px_build *b, void **self, struct px_shape *out,
 	if (d->bos >= d->V || d->eos >= d->V) {
 		rc = px_config_error(cfg, err, PX_ERR_INVALID, d->bos >= d->V ? "bos" : "eos",
 				     "token id %lld is outside the vocabulary 0..%lld",
-				     (long long)(d->bos >= d->V ? d->bos : d->eos), (long long)(d->V - 1));
+				     (long long)(d->bos >= d->V ? d->bos : d->eos),
+				     (long long)(d->V - 1));
 		goto fail;
 	}
 	if (d->attn == ATT_BAHDANAU && (px_config_is_set(cfg, "score") || d->feed)) {
 		rc = px_config_error(cfg, err, PX_ERR_INVALID,
 				     d->feed ? "input_feeding" : "score",
-				     "applies to attention: luong only (bahdanau has its own score)");
+				     "applies to attention: luong only (bahdanau has its own "
+				     "score)");
 		goto fail;
 	}
 	if (d->score == SC_DOT && d->D != d->H) {
@@ -1042,7 +1061,8 @@ static int dec_create(struct px_build *b, void **self, struct px_shape *out,
 		if (!(d->wa = param(b, "attn.W_a", H, D, 1.0f / sqrtf((float)D), err)))
 			goto fail_code;
 	}
-	if (d->score >= SC_CONCAT && !(d->v = param(b, "attn.v", 1, A, 1.0f / sqrtf((float)A), err)))
+	if (d->score >= SC_CONCAT &&
+	    !(d->v = param(b, "attn.v", 1, A, 1.0f / sqrtf((float)A), err)))
 		goto fail_code;
 	if (d->attn == ATT_LUONG &&
 	    !(d->wc = param(b, "attn.W_c", H, D + H, 1.0f / sqrtf((float)(D + H)), err)))

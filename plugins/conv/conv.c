@@ -19,6 +19,8 @@
 /* ------------------------------------------------------------------ shared with pool.c */
 int conv_pair(const struct px_config *cfg, const char *key, int64_t dflt, int64_t v[2],
 	      struct px_error *err);
+int conv_check_input(const struct px_tensor *x, int64_t C, int64_t H, int64_t W,
+		     struct px_error *err);
 extern const struct px_layer_ops px_maxpool2d_ops, px_avgpool2d_ops, px_maxunpool2d_ops,
 	px_upsample2d_ops;
 extern const struct px_source_ops px_shapes_source;
@@ -273,18 +275,18 @@ static int conv2d_create(struct px_build *b, void **self, struct px_shape *out,
 	return 0;
 }
 
-static int check_input(const struct conv *c, const struct px_tensor *x, int64_t C, int64_t H,
-		       int64_t W, struct px_error *err)
+/* The runtime input against the built [B,C,H,W]; the error names both shapes. */
+int conv_check_input(const struct px_tensor *x, int64_t C, int64_t H, int64_t W,
+		     struct px_error *err)
 {
-	if (x->ndim != 4 || x->shape[1] != C || x->shape[2] != H || x->shape[3] != W)
-		return px_error_set(err, PX_ERR_SHAPE, "input has shape [%lld,%lld,%lld,%lld], "
-				    "built for [B,%lld,%lld,%lld]", (long long)x->shape[0],
-				    (long long)(x->ndim > 1 ? x->shape[1] : 0),
-				    (long long)(x->ndim > 2 ? x->shape[2] : 0),
-				    (long long)(x->ndim > 3 ? x->shape[3] : 0), (long long)C,
-				    (long long)H, (long long)W);
-	(void)c;
-	return 0;
+	if (x->ndim == 4 && x->shape[1] == C && x->shape[2] == H && x->shape[3] == W)
+		return 0;
+	struct px_shape s;
+	char buf[96];
+	px_tensor_shape(x, &s);
+	return px_error_set(err, PX_ERR_SHAPE, "input %s does not match the built [B,%lld,%lld,%lld]",
+			    px_shape_str(&s, buf, sizeof buf), (long long)C, (long long)H,
+			    (long long)W);
 }
 
 /* y[b] = W (*) x[b] + bias: per chunk, Yt[O, nb*P] = W_g[Og, K] @ col_g[K, nb*P] */
@@ -292,7 +294,7 @@ static int conv2d_forward(void *self, struct px_fwd *f, struct px_error *err)
 {
 	struct conv *c = self;
 	const struct px_tensor *x = f->in[0];
-	int rc = check_input(c, x, c->cin, c->h, c->w, err);
+	int rc = conv_check_input(x, c->cin, c->h, c->w, err);
 	if (rc)
 		return rc;
 	int64_t B = x->shape[0], P = c->oh * c->ow, G = c->groups, Og = c->cout / G;
@@ -417,7 +419,7 @@ static int conv_transpose2d_forward(void *self, struct px_fwd *f, struct px_erro
 {
 	struct conv *c = self;
 	const struct px_tensor *x = f->in[0];
-	int rc = check_input(c, x, c->cin, c->h, c->w, err);
+	int rc = conv_check_input(x, c->cin, c->h, c->w, err);
 	if (rc)
 		return rc;
 	int64_t B = x->shape[0], P = c->h * c->w, G = c->groups, Cg = c->cin / G;
@@ -591,9 +593,9 @@ static int batchnorm2d_forward(void *self, struct px_fwd *f, struct px_error *er
 {
 	struct bnorm *n = self;
 	const struct px_tensor *x = f->in[0];
-	if (x->ndim != 4 || x->shape[1] != n->c || x->shape[2] != n->h || x->shape[3] != n->w)
-		return px_error_set(err, PX_ERR_SHAPE, "input rank %d does not match [B,%lld,%lld,%lld]",
-				    x->ndim, (long long)n->c, (long long)n->h, (long long)n->w);
+	int rc = conv_check_input(x, n->c, n->h, n->w, err);
+	if (rc)
+		return rc;
 	int64_t B = x->shape[0], P = n->h * n->w, cnt = B * P;
 	struct px_tensor *y = px_tensor_like(f->arena, x);
 	if (!y)

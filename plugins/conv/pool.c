@@ -15,6 +15,8 @@
 
 int conv_pair(const struct px_config *cfg, const char *key, int64_t dflt, int64_t v[2],
 	      struct px_error *err);
+int conv_check_input(const struct px_tensor *x, int64_t C, int64_t H, int64_t W,
+		     struct px_error *err);
 
 /* Slots of a rank-4 `indices` port shape that carry the pre-pool H and W. */
 #define REC_H 4
@@ -38,15 +40,6 @@ static int need_rank4(struct px_build *b, int i, const char *what, struct px_err
 	return px_build_error(b, err, PX_ERR_SHAPE, "expects %s [B,C,H,W] (rank 4), got %s (rank %d)",
 			      what, i < b->n_in ? px_shape_str(&b->in[i], s, sizeof s) : "nothing",
 			      i < b->n_in ? b->in[i].ndim : 0);
-}
-
-static int check_plane(const struct px_tensor *x, int64_t C, int64_t H, int64_t W,
-		       struct px_error *err)
-{
-	if (x->ndim == 4 && x->shape[1] == C && x->shape[2] == H && x->shape[3] == W)
-		return 0;
-	return px_error_set(err, PX_ERR_SHAPE, "input of rank %d does not match the built "
-			    "[B,%lld,%lld,%lld]", x->ndim, (long long)C, (long long)H, (long long)W);
 }
 
 /* ------------------------------------------------------------------ maxpool2d, avgpool2d */
@@ -124,7 +117,7 @@ static int maxpool2d_forward(void *self, struct px_fwd *f, struct px_error *err)
 {
 	struct pool *p = self;
 	const struct px_tensor *x = f->in[0];
-	int rc = check_plane(x, p->c, p->h, p->w, err);
+	int rc = conv_check_input(x, p->c, p->h, p->w, err);
 	if (rc)
 		return rc;
 	int64_t shape[4] = {x->shape[0], p->c, p->oh, p->ow};
@@ -215,7 +208,7 @@ static int avgpool2d_forward(void *self, struct px_fwd *f, struct px_error *err)
 {
 	struct pool *p = self;
 	const struct px_tensor *x = f->in[0];
-	int rc = check_plane(x, p->c, p->h, p->w, err);
+	int rc = conv_check_input(x, p->c, p->h, p->w, err);
 	if (rc)
 		return rc;
 	int64_t shape[4] = {x->shape[0], p->c, p->oh, p->ow};
@@ -363,8 +356,8 @@ static int maxunpool2d_forward(void *self, struct px_fwd *f, struct px_error *er
 {
 	struct unpool *u = self;
 	const struct px_tensor *x = f->in[0], *ix = f->in[1];
-	int rc = check_plane(x, u->c, u->h, u->w, err);
-	if (rc || (rc = check_plane(ix, u->c, u->h, u->w, err)))
+	int rc = conv_check_input(x, u->c, u->h, u->w, err);
+	if (rc || (rc = conv_check_input(ix, u->c, u->h, u->w, err)))
 		return rc;
 	if (ix->shape[0] != x->shape[0])
 		return px_error_set(err, PX_ERR_SHAPE, "batch of x (%lld) and indices (%lld) differ",
@@ -497,7 +490,7 @@ static int upsample2d_forward(void *self, struct px_fwd *f, struct px_error *err
 {
 	struct upsample *u = self;
 	const struct px_tensor *x = f->in[0];
-	int rc = check_plane(x, u->c, u->h, u->w, err);
+	int rc = conv_check_input(x, u->c, u->h, u->w, err);
 	if (rc)
 		return rc;
 	int64_t shape[4] = {x->shape[0], u->c, u->oh, u->ow};

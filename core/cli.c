@@ -27,7 +27,7 @@ static const char usage_text[] =
 	"  score PIPELINE --checkpoint FILE --input X.npy --output S.npy   reconstruction error per example\n"
 	"  reconstruct PIPELINE --checkpoint FILE --grid OUT.png [--count N]\n"
 	"  translate PIPELINE --checkpoint FILE [--beam K]      decode lines from stdin\n"
-	"  attention PIPELINE --checkpoint FILE (--input TEXT | --index N) --out MAP.svg|.png\n"
+	"  attention PIPELINE --checkpoint FILE (--input TEXT | --index N) --out MAP.svg|.png|.csv\n"
 	"\n"
 	"common options: --plugin-path DIR|FILE, --prefer KIND=PLUGIN, --set key.path=value\n";
 

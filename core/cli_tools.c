@@ -540,7 +540,7 @@ int px_cmd_translate(struct cli *c)
 int px_cmd_attention(struct cli *c)
 {
 	if (!c->checkpoint || !c->out || (!c->input && !c->index && !c->prompt))
-		return px_cli_usage_error("attention needs --checkpoint FILE, --input TEXT (or --index N) and --out MAP.svg|.png%s", "");
+		return px_cli_usage_error("attention needs --checkpoint FILE, --input TEXT (or --index N) and --out MAP.svg|.png|.csv%s", "");
 	struct px_error err = {0};
 	struct px_session *s;
 	int rc = open_with_checkpoint(c, true, &s, &err);
@@ -606,7 +606,24 @@ int px_cmd_attention(struct cli *c)
 										       : px_asprintf("%d", k);
 	}
 	size_t ol = strlen(c->out);
-	if (ol > 4 && !strcmp(c->out + ol - 4, ".png")) {
+	if (ol > 4 && !strcmp(c->out + ol - 4, ".csv")) {  /* numbers: a header of source tokens */
+		struct px_sbuf b = {0};
+		px_sbuf_add(&b, "output");
+		for (int k = 0; k < cols; k++) {
+			px_sbuf_add(&b, ",");
+			px_sbuf_add_json_str(&b, cl[k]);
+		}
+		for (int r = 0; r < rows; r++) {
+			px_sbuf_add(&b, "\n");
+			px_sbuf_add_json_str(&b, rl[r]);
+			for (int k = 0; k < cols; k++)
+				px_sbuf_addf(&b, ",%.6f", mat[r * cols + k]);
+		}
+		px_sbuf_add(&b, "\n");
+		rc = b.oom ? px_error_set(&err, PX_ERR_NOMEM, "out of memory")
+			   : px_write_file_atomic(c->out, b.s, b.len, &err);
+		px_sbuf_free(&b);
+	} else if (ol > 4 && !strcmp(c->out + ol - 4, ".png")) {
 		rc = px_png_heatmap(c->out, mat, rows, cols, 16, &err);
 	} else {
 		svg = px_svg_heatmap(mat, rows, cols, (const char *const *)rl, (const char *const *)cl,

@@ -1,6 +1,7 @@
 /* The rnn, lstm and gru plugins: golden values from PyTorch, finite-difference gradients,
  * ragged batches, readouts, stateful streams with truncated BPTT, cells, errors. */
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -866,6 +867,102 @@ START_TEST(test_cell_grad_matches_finite_difference)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ kernels and threads */
+
+/* threads of this process named px-rec-team (the recurrent layers' step teams) */
+static int team_threads(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char path[300], name[64] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f && fgets(name, sizeof name, f) && !strcmp(name, "px-rec-team\n"))
+			n++;
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* Outputs, input gradient and parameter gradients of one forward/backward, concatenated
+ * (caller frees). H = 184 makes a step big enough to be split among threads, and 23 tiles of
+ * 8 units split unevenly; B = 20 pads to 32 lanes. */
+static float *run_everything(const char *kind, const char *extra, int threads, int64_t *n)
+{
+	int64_t B = 20, T = 4, F = 3, H = 184;
+	static int32_t lens[20];
+	for (int b = 0; b < 20; b++)
+		lens[b] = 1 + b % 4;
+	char opts[128];
+	snprintf(opts, sizeof opts, "hidden: %lld, bidirectional: true%s", (long long)H, extra);
+	px_set_threads(threads);
+	struct px_layer_inst *li = make_layer(kind, opts, B, T, F, 2, H, false, 21);
+	struct px_tensor *x = tensor3(li, B, T, F), *w = tensor3(li, B, T, 2 * H);
+	struct px_tensor *dx = tensor3(li, B, T, F);
+	fill_random(x, 1);
+	fill_random(w, 2);
+	x->lengths = lens;
+	const struct px_tensor *in[1] = {x};
+	forward_ok(li, in, true);
+	const struct px_tensor *d_out[4] = {NULL, w};
+	struct px_tensor *d_in[1] = {dx};
+	backward_ok(li, d_out, d_in);
+	ck_assert_int_eq(team_threads(), threads - 1);  /* the steps really ran on a team */
+	const struct px_tensor *seq = px_layer_inst_out(li, 1);
+	int64_t total = px_tensor_numel(seq) + px_tensor_numel(dx);
+	for (int i = 0; i < px_layer_inst_n_params(li); i++)
+		total += px_tensor_numel(px_layer_inst_param(li, i)->grad);
+	float *all = malloc(sizeof(float) * (size_t)total), *p = all;
+	memcpy(p, seq->data, sizeof(float) * (size_t)px_tensor_numel(seq));
+	p += px_tensor_numel(seq);
+	memcpy(p, dx->data, sizeof(float) * (size_t)px_tensor_numel(dx));
+	p += px_tensor_numel(dx);
+	for (int i = 0; i < px_layer_inst_n_params(li); i++) {
+		const struct px_tensor *g = px_layer_inst_param(li, i)->grad;
+		memcpy(p, g->data, sizeof(float) * (size_t)px_tensor_numel(g));
+		p += px_tensor_numel(g);
+	}
+	px_layer_inst_free(li);
+	px_set_threads(1);
+	*n = total;
+	return all;
+}
+
+START_TEST(test_threads_and_every_step_kernel_give_the_same_results)
+{
+	const char *kinds[4] = {"rnn", "lstm", "gru", "gru"};
+	const char *extra[4] = {"", "", "", ", reset_after: false"};
+	const char *isas[2] = {"generic", "avx2"};
+	for (int k = 0; k < 4; k++) {
+		int64_t n, n2;
+		unsetenv("PLEXUS_REC_ISA");
+		float *ref = run_everything(kinds[k], extra[k], 1, &n);
+		/* threads split the units of a step */
+		float *thr = run_everything(kinds[k], extra[k], 2, &n2);
+		ck_assert_int_eq(n, n2);
+		/* (not bit for bit: OpenBLAS rounds its own GEMMs differently with 2 threads) */
+		double d = fixture_max_abs_diff(ref, thr, n);
+		ck_assert_msg(d < 1e-5, "%s%s: 2 threads differ from 1 by %g", kinds[k], extra[k], d);
+		free(thr);
+		for (int i = 0; i < 2; i++) {  /* other kernels: rounding differs (fma or not) */
+			setenv("PLEXUS_REC_ISA", isas[i], 1);
+			float *alt = run_everything(kinds[k], extra[k], 1, &n2);
+			double d = fixture_max_abs_diff(ref, alt, n);
+			ck_assert_msg(d < 1e-4, "%s%s: %s kernel differs by %g", kinds[k], extra[k],
+				      isas[i], d);
+			free(alt);
+		}
+		unsetenv("PLEXUS_REC_ISA");
+		free(ref);
+	}
+}
+END_TEST
+
 /* ------------------------------------------------------------------ errors and shapes */
 
 static void expect_error(const char *kind, const char *opts, struct px_shape x, const char *want)
@@ -968,6 +1065,7 @@ int main(void)
 	tcase_add_test(tc, test_grad_norm_report_is_the_full_gradient_of_each_state);
 	tcase_add_test(tc, test_cell_steps_equal_the_layer_steps);
 	tcase_add_test(tc, test_cell_grad_matches_finite_difference);
+	tcase_add_test(tc, test_threads_and_every_step_kernel_give_the_same_results);
 	tcase_add_test(tc, test_bad_options_and_shapes_give_clear_errors);
 	tcase_add_test(tc, test_output_shapes_follow_readout_and_directions);
 	tcase_add_test(tc, test_init_is_uniform_in_one_over_sqrt_hidden_and_forget_bias_is_added);

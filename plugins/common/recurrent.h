@@ -1,23 +1,35 @@
 /* plexus plugins — the sequence driver shared by the rnn, lstm and gru plugins (compiled into
  * each of their .so files; hidden, never exported).
  *
- * A cell kind supplies its gate math as two per-step functions (forward and backward of one
- * step for one layer and direction, recurrent GEMM included); this driver does everything
- * around them: options and parameters (PyTorch's names and layouts), the input projection of
- * all steps in one GEMM, stacking, both directions, dropout between layers, ragged lengths,
- * initial/final states, readouts, stateful streams with truncated BPTT, and the weight
- * gradients as one GEMM over all steps.
+ * A cell kind supplies the math of one step (forward and backward, for a range of hidden
+ * units); this driver does everything around it: options and parameters (PyTorch's names and
+ * layouts), the input projection of all steps in one GEMM, stacking, both directions, dropout
+ * between layers, ragged lengths, initial/final states, readouts, stateful streams with
+ * truncated BPTT, the weight gradients as one GEMM over all steps, and the cells.
  *
- * Internally every sequence is time-major, [T][B][...], so the rows of one step are
- * contiguous: step t's gate block is a plain [B, G*H] matrix and the state written by step t
- * is the GEMM operand of the next step without a copy. */
+ * Layout. Inside a layer every sequence is feature-major: a matrix [rows][T*P] whose column
+ * t*P + b is example b at step t, with the batch padded to P lanes (a multiple of 16). So one
+ * step of one unit is P contiguous floats: the gate math runs down SIMD lanes over the batch,
+ * and the recurrent product of a step, gates[n][:] += sum_k W_hh[n][k] h[k][:], reads W_hh
+ * straight from the parameter (no packing) with the batch as the vector dimension. States are
+ * [H][(T+1)*P]: the state before step t is column block t (forward) or t+1 (reverse), so the
+ * states before all steps form one [H][T*P] matrix for the dW_hh GEMM.
+ *
+ * Threads. One step needs the whole state of the step before, so the hidden units of a step
+ * are split among a small team of threads that meet at one barrier per step (two for gru with
+ * reset_after false); the team sleeps between sequences, when the big GEMMs run in OpenBLAS. */
 #ifndef PX_PLUGINS_RECURRENT_H
 #define PX_PLUGINS_RECURRENT_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <plexus/layer.h>
+
+#define PX_REC_LANES 16   /* P is a multiple of this */
+#define PX_REC_TILE 8     /* hidden units per tile of the step kernels */
+#define PX_REC_MAX_THREADS 8
 
 /* Options of one layer (or cell) that the gate math needs. */
 struct px_rec_cfg {
@@ -27,62 +39,97 @@ struct px_rec_cfg {
 	bool reset_after;    /* gru: r multiplies (W_hn h + b_hn) (true) or h (false) */
 };
 
-/* One step of one layer and direction. Rows b with len && t >= len[b] are padding: their state
- * is carried unchanged, their output is zero, their gradients are zero (and the gradient of
- * the carried state passes through unchanged). All [B, n] blocks have row stride n unless a
- * leading dimension is given. */
-struct px_rec_step {
+enum px_rec_isa { PX_REC_GENERIC, PX_REC_AVX2, PX_REC_AVX512 };
+
+struct px_rec_team;
+
+/* One layer and direction over one batch (or one cell step): what a kind's step functions
+ * read and write. Matrices are row-major with the row strides given. */
+struct px_rec_run {
 	const struct px_rec_cfg *cfg;
-	int64_t batch, t;
-	const int32_t *len;        /* NULL: every row is valid */
-	const float *w_hh;         /* [G*H, H] */
-	const float *b_hh;         /* [G*H] (the parts not folded into the input projection) */
+	int64_t T, P, H;            /* steps, lanes per step, hidden units */
+	int64_t ld;                 /* row stride of the [rows][T*P] sequence matrices */
+	int64_t lds;                /* row stride of the [H][(T+1)*P] state matrices */
+	bool rev;                   /* the reverse direction: steps run T-1 .. 0 */
+	const float *mask;          /* [T][P]: 1 at valid lanes, 0 at padding */
+	const float *w_hh, *b_hh;   /* [G*H][H], [G*H] */
+	const float *bias;          /* [G*H]: b_ih plus the rows of b_hh that fold in */
 	/* forward */
-	float *g;                  /* [B, G*H]: in: input projection plus folded biases;
-				    * out: the activated gates (kept for backward) */
-	float *gh;                 /* [B, G*H] gru (reset_after): W_hh h + b_hh, kept */
-	float *aux;                /* [B, H] lstm: tanh(c); gru (reset_after false): r*h */
-	const float *h_prev, *c_prev;
-	float *h, *c;              /* the new state */
-	float *out;                /* NULL, or [B, ldo]: h at valid rows, 0 at padded rows */
-	int64_t ldo;
-	/* backward (g, gh, aux, h_prev, c_prev, h, c as left by forward) */
-	const float *dy;           /* NULL, or [B, ldy]: dLoss/dout of this step */
-	int64_t ldy;
-	const float *dh, *dc;      /* dLoss/d(state after this step), from later steps */
-	float *dh_prev, *dc_prev;  /* WRITTEN: dLoss/d(state before); NULL: not needed */
-	float *dg;                 /* WRITTEN [B, G*H]: dLoss/d(gate pre-activations), input side */
-	float *dgh;                /* WRITTEN [B, G*H] gru (reset_after): hidden side; else NULL */
-	double *sq;                /* NULL, or += sum of squares of dLoss/dh_t (diagnostics) */
-	float *tmp;                /* [B, H] scratch for the step's own use */
+	float *g;      /* [G*H] rows: in: W_ih x; out: the activated gates (kept for backward) */
+	float *aux;    /* [H] rows the kind keeps (lstm tanh c, gru W_hn h + b_hn or r*h) */
+	float *h, *c;  /* [H] rows of states (c: lstm) */
+	float *y;      /* [H] rows of outputs: h at valid lanes, 0 at padding; may be NULL */
+	/* backward */
+	const float *dy; /* [H] rows: dLoss/dy, or NULL */
+	float *dg;     /* [G*H] rows: dLoss/d(gate pre-activations), input side */
+	float *dgh;    /* [H] rows, gru (reset_after): dLoss/d(W_hn h + b_hn) */
+	float *ch, *cc;/* [H][P]: the gradient of the state after the step being processed that
+			* does not come through W_hh (final-state gradients, padding pass-through,
+			* gru's z*dh); each backward step turns it into the one before the step */
+	double *sq;    /* [threads][T] sums of squares of dLoss/dh_t, or NULL */
+	/* execution */
+	enum px_rec_isa isa;
+	int threads;
+	struct px_rec_team *team;
+	float *acc;    /* [threads][acc_floats] step-kernel scratch */
+	int64_t acc_floats;
 };
 
-static inline bool px_rec_valid(const struct px_rec_step *s, int64_t b)
+/* Column block of the state before / after step t. */
+static inline int64_t px_rec_prev(const struct px_rec_run *r, int64_t t)
 {
-	return !s->len || s->t < s->len[b];
+	return r->rev ? t + 1 : t;
 }
+
+static inline int64_t px_rec_next(const struct px_rec_run *r, int64_t t)
+{
+	return r->rev ? t : t + 1;
+}
+
+/* The step processed after t (whose gradient flows back into step t). */
+static inline int64_t px_rec_later(const struct px_rec_run *r, int64_t t)
+{
+	return r->rev ? t - 1 : t + 1;
+}
+
+/* Units [*j0, *j1) of thread tid (tile-aligned). */
+void px_rec_units(const struct px_rec_run *r, int tid, int64_t *j0, int64_t *j1);
+/* acc[i][0:P] (+)= sum_k w[i][k*ws] * v[k*ldv + 0:P] for i < rows; P a multiple of 16. */
+void px_rec_mm(const struct px_rec_run *r, int64_t rows, const float *const *w, int64_t ws,
+	       int64_t K, const float *v, int64_t ldv, float *acc, bool add);
+/* All threads of the run meet here (a no-op for one thread). */
+void px_rec_sync(const struct px_rec_run *r, int tid);
 
 /* A cell kind: what differs between rnn, lstm and gru. */
 struct px_rec_kind {
 	const char *name;      /* "lstm" */
 	int gates;             /* G: weight_ih is [G*H, in] */
 	int n_state;           /* 1 (h) or 2 (h, c) */
-	/* which per-step buffers the math keeps (see struct px_rec_step) */
-	bool (*uses_gh)(const struct px_rec_cfg *c);
 	bool (*uses_aux)(const struct px_rec_cfg *c);
-	/* Rows [0, n) of b_hh that add straight onto the gate pre-activations, so the driver folds
-	 * them into the input projection; the step adds the rest itself. */
+	bool (*uses_dgh)(const struct px_rec_cfg *c);
+	/* Rows [0, n) of b_hh add straight onto the gate pre-activations (folded into bias). */
 	int64_t (*folded_hh_bias)(const struct px_rec_cfg *c);
-	/* Rows [r, G*H) of weight_hh act on aux (gru reset_after false: r*h) instead of h_prev;
-	 * G*H when all act on h_prev. */
-	int64_t (*hh_aux_rows)(const struct px_rec_cfg *c);
-	void (*step)(const struct px_rec_step *s);
-	void (*step_backward)(const struct px_rec_step *s);
+	/* Step t for thread tid's units (px_rec_units), all lanes. */
+	void (*step)(const struct px_rec_run *r, int64_t t, int tid);
+	/* Backward of step t: reads ch/cc (zero when cut) and the W_hh path from the later step
+	 * (none when first or cut), writes dg (and dgh) at t and turns ch/cc into the gradient of
+	 * the state before t, less its W_hh path. Adds sum (dLoss/dh_t)^2 into sq. */
+	void (*step_backward)(const struct px_rec_run *r, int64_t t, bool first, bool cut, int tid);
+	/* acc[u][0:P] = the W_hh path of dLoss/d(state before step t), units j0 .. j0+n. */
+	void (*grad_state)(const struct px_rec_run *r, int64_t t, int64_t j0, int64_t n, float *acc);
+	/* dW_hh += and db_hh += over all steps of the run */
+	void (*grad_hh)(const struct px_rec_run *r, float *dw_hh, float *db_hh);
 	/* Optional: read the kind's own options (rnn nonlinearity, gru reset_after). */
 	void (*configure)(const struct px_config *opts, struct px_rec_cfg *c);
 	/* Optional: adjust the initial biases after the uniform init (lstm forget_bias). */
 	void (*init_bias)(const struct px_config *opts, int64_t hidden, float *b_ih);
 };
+
+/* dW_hh += dg * hprev^T, db_hh += row sums of dg over all steps (rnn, lstm). */
+void px_rec_grad_hh_plain(const struct px_rec_run *r, float *dw_hh, float *db_hh);
+/* W[rows][:] += A[rows][T*P] * B[cols][T*P]^T, with row strides; db (may be NULL) += row sums */
+void px_rec_grad_rows(const struct px_rec_run *r, int64_t rows, int64_t cols, const float *a,
+		      const float *b, int64_t ldb, float *w, int64_t ldw, float *db);
 
 /* The options every recurrent layer has; a plugin's schema is these followed by its own. */
 #define PX_REC_COMMON_SCHEMA                                                                   \
@@ -118,9 +165,37 @@ void px_rec_cell_step_backward(void *self, int64_t batch, const float *x, const 
 			       float *d_s_prev);
 void px_rec_cell_destroy(void *self);
 
-/* Gate nonlinearities (accurate to a few ulp; the same everywhere so that forward and the
- * derivatives taken from its outputs agree). */
-float px_rec_tanh(float x);
+/* Lane loops (the gate math over P lanes) are compiled for AVX-512, AVX2 and plain x86-64 and
+ * picked at load time. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define PX_REC_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PX_REC_SIMD
+#endif
+
+/* tanh(x) as a [13/6] rational function, accurate to a few ulp in float (Eigen's ptanh);
+ * branch-free so that lane loops vectorize. */
+static inline float px_rec_tanh(float x)
+{
+	const float lim = 7.90531110763549805f;
+	float v = x < -lim ? -lim : (x > lim ? lim : x);
+	float x2 = v * v;
+	float p = -2.76076847742355e-16f;
+	p = p * x2 + 2.00018790482477e-13f;
+	p = p * x2 + -8.60467152213735e-11f;
+	p = p * x2 + 5.12229709037114e-08f;
+	p = p * x2 + 1.48572235717979e-05f;
+	p = p * x2 + 6.37261928875436e-04f;
+	p = p * x2 + 4.89352455891786e-03f;
+	p = p * v;
+	float q = 1.19825839466702e-06f;
+	q = q * x2 + 1.18534705686654e-04f;
+	q = q * x2 + 2.26843463243900e-03f;
+	q = q * x2 + 4.89352518554385e-03f;
+	float t = p / q;
+	return fabsf(x) < 4e-4f ? x : t;
+}
+
 static inline float px_rec_sigmoid(float x)
 {
 	return 0.5f + 0.5f * px_rec_tanh(0.5f * x);

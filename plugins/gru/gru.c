@@ -13,14 +13,15 @@
 
 #include "../common/recurrent.h"
 
-static bool gru_uses_gh(const struct px_rec_cfg *c)
-{
-	return c->reset_after;  /* W_hh h + b_hh, whose n slice r multiplies */
-}
-
 static bool gru_uses_aux(const struct px_rec_cfg *c)
 {
-	return !c->reset_after;  /* r*h, the input of W_hn */
+	(void)c;
+	return true;  /* reset_after: W_hn h + b_hn; else r*h, the input of W_hn */
+}
+
+static bool gru_uses_dgh(const struct px_rec_cfg *c)
+{
+	return c->reset_after;  /* the gradient of W_hn h + b_hn differs from that of n */
 }
 
 /* reset_after: b_hn sits inside r*(...), so only the r and z rows of b_hh fold */
@@ -29,152 +30,246 @@ static int64_t gru_folded_hh_bias(const struct px_rec_cfg *c)
 	return (c->reset_after ? 2 : 3) * c->hidden;
 }
 
-/* reset_after false: the n rows of W_hh act on r*h */
-static int64_t gru_hh_aux_rows(const struct px_rec_cfg *c)
+/* ---- reset_after: true (PyTorch) ---- */
+
+/* One unit over P lanes: r, z = sigmoid(.), q = W_hn h + b_hn, n = tanh(W_in x + b_in + r*q),
+ * h = (1-z)*n + z*h_prev. a: the unit's 3 rows of W_hh h_prev. */
+PX_REC_SIMD static void gru_lanes(int64_t P, const float *restrict a, float *restrict gr,
+				  float *restrict gz, float *restrict gn, float br, float bz,
+				  float bn, float bhn, const float *restrict m,
+				  const float *restrict hp, float *restrict hn,
+				  float *restrict q, float *restrict y)
 {
-	return (c->reset_after ? 3 : 2) * c->hidden;
+	for (int64_t p = 0; p < P; p++) {
+		float r = px_rec_sigmoid(a[p] + gr[p] + br);
+		float z = px_rec_sigmoid(a[P + p] + gz[p] + bz);
+		float qn = a[2 * P + p] + bhn;
+		float n = px_rec_tanh(gn[p] + bn + r * qn);
+		float h = (1.0f - z) * n + z * hp[p];
+		bool v = m[p] != 0.0f;
+		gr[p] = r;
+		gz[p] = z;
+		gn[p] = n;
+		q[p] = qn;
+		hn[p] = v ? h : hp[p];
+		y[p] = v ? h : 0.0f;
+	}
 }
 
-/* padding: carry the state, output 0 */
-static void gru_carry(const struct px_rec_step *s, int64_t b)
+/* dn' = dh(1-z)(1-n²); dz' = dh(h_prev-n)z(1-z); dq = dn'*r; dr' = dn'*q*r(1-r);
+ * carry (less the W_hh path) = dh*z. dh: in: the W_hh path, out: dLoss/dh_t. */
+PX_REC_SIMD static void gru_lanes_backward(int64_t P, float *restrict dh,
+					   const float *restrict gr, const float *restrict gz,
+					   const float *restrict gn, const float *restrict q,
+					   const float *restrict hp, const float *restrict m,
+					   const float *restrict dy, float *restrict ch,
+					   float *restrict dr, float *restrict dz, float *restrict dn,
+					   float *restrict dq)
 {
-	int64_t H = s->cfg->hidden;
-	memcpy(s->h + b * H, s->h_prev + b * H, (size_t)H * sizeof(float));
-	if (s->out)
-		memset(s->out + b * s->ldo, 0, (size_t)H * sizeof(float));
+	for (int64_t p = 0; p < P; p++) {
+		bool v = m[p] != 0.0f;
+		float r = gr[p], z = gz[p], n = gn[p];
+		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f);
+		float dnp = d * (1.0f - z) * (1.0f - n * n);
+		dn[p] = v ? dnp : 0.0f;
+		dz[p] = v ? d * (hp[p] - n) * z * (1.0f - z) : 0.0f;
+		dq[p] = v ? dnp * r : 0.0f;
+		dr[p] = v ? dnp * q[p] * r * (1.0f - r) : 0.0f;
+		ch[p] = v ? d * z : d;
+		dh[p] = d;
+	}
 }
 
-/* h_t = (1-z)*n + z*h_{t-1}; gates r, z, n left activated in g */
-static void gru_step(const struct px_rec_step *s)
+/* ---- reset_after: false (Cho et al.): n = tanh(W_in x + b_in + W_hn (r*h) + b_hn) ---- */
+
+/* r, z = sigmoid(.), u = r*h_prev (0 at padding): the input of W_hn */
+PX_REC_SIMD static void gru0_lanes_rz(int64_t P, const float *restrict a, float *restrict gr,
+				      float *restrict gz, float br, float bz,
+				      const float *restrict m, const float *restrict hp,
+				      float *restrict u)
 {
-	int64_t B = s->batch, H = s->cfg->hidden, G = 3 * H;
-	if (s->cfg->reset_after) {
-		/* gh = W_hh h + b_hh; n = tanh(gx_n + r*gh_n) */
-		px_gemm(false, true, B, G, H, 1.0f, s->h_prev, H, s->w_hh, H, 0.0f, s->gh, G);
-		for (int64_t b = 0; b < B; b++) {
-			if (!px_rec_valid(s, b)) {
-				gru_carry(s, b);
-				continue;
-			}
-			const float *hp = s->h_prev + b * H, *bn = s->b_hh + 2 * H;
-			float *g = s->g + b * G, *gh = s->gh + b * G, *h = s->h + b * H;
-			float *out = s->out ? s->out + b * s->ldo : NULL;
-			for (int64_t j = 0; j < H; j++) {
-				float r = px_rec_sigmoid(g[j] + gh[j]);
-				float z = px_rec_sigmoid(g[H + j] + gh[H + j]);
-				float hn = gh[2 * H + j] + bn[j];
-				float n = px_rec_tanh(g[2 * H + j] + r * hn);
-				float hv = (1.0f - z) * n + z * hp[j];
-				g[j] = r;
-				g[H + j] = z;
-				g[2 * H + j] = n;
-				gh[2 * H + j] = hn;
-				h[j] = hv;
-				if (out)
-					out[j] = hv;
-			}
+	for (int64_t p = 0; p < P; p++) {
+		float r = px_rec_sigmoid(a[p] + gr[p] + br);
+		gr[p] = r;
+		gz[p] = px_rec_sigmoid(a[P + p] + gz[p] + bz);
+		u[p] = m[p] != 0.0f ? r * hp[p] : 0.0f;
+	}
+}
+
+/* n = tanh(W_in x + W_hn u + b_in + b_hn), h = (1-z)*n + z*h_prev */
+PX_REC_SIMD static void gru0_lanes_n(int64_t P, const float *restrict a, const float *restrict gz,
+				     float *restrict gn, float bn, const float *restrict m,
+				     const float *restrict hp, float *restrict hn, float *restrict y)
+{
+	for (int64_t p = 0; p < P; p++) {
+		float z = gz[p], n = px_rec_tanh(a[p] + gn[p] + bn);
+		float h = (1.0f - z) * n + z * hp[p];
+		bool v = m[p] != 0.0f;
+		gn[p] = n;
+		hn[p] = v ? h : hp[p];
+		y[p] = v ? h : 0.0f;
+	}
+}
+
+/* dn' = dh(1-z)(1-n²), dz' = dh(h_prev-n)z(1-z), carry = dh*z */
+PX_REC_SIMD static void gru0_lanes_backward_zn(int64_t P, float *restrict dh,
+					       const float *restrict gz, const float *restrict gn,
+					       const float *restrict hp, const float *restrict m,
+					       const float *restrict dy, float *restrict ch,
+					       float *restrict dz, float *restrict dn)
+{
+	for (int64_t p = 0; p < P; p++) {
+		bool v = m[p] != 0.0f;
+		float z = gz[p], n = gn[p];
+		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f);
+		dn[p] = v ? d * (1.0f - z) * (1.0f - n * n) : 0.0f;
+		dz[p] = v ? d * (hp[p] - n) * z * (1.0f - z) : 0.0f;
+		ch[p] = v ? d * z : d;
+		dh[p] = d;
+	}
+}
+
+/* du = W_hn^T dn' (in a): dr' = du*h_prev*r(1-r), carry += du*r */
+PX_REC_SIMD static void gru0_lanes_backward_r(int64_t P, const float *restrict a,
+					      const float *restrict gr, const float *restrict hp,
+					      const float *restrict m, float *restrict ch,
+					      float *restrict dr)
+{
+	for (int64_t p = 0; p < P; p++) {
+		bool v = m[p] != 0.0f;
+		float r = gr[p];
+		dr[p] = v ? a[p] * hp[p] * r * (1.0f - r) : 0.0f;
+		ch[p] += v ? a[p] * r : 0.0f;
+	}
+}
+
+/* rows of W_hh for gates k0 .. k0+nk of units j0 .. j0+n, unit-major */
+static void gate_rows(const struct px_rec_run *r, int64_t j0, int64_t n, int64_t k0, int64_t nk,
+		      const float **w)
+{
+	for (int64_t u = 0; u < n; u++)
+		for (int64_t k = 0; k < nk; k++)
+			w[u * nk + k] = r->w_hh + ((k0 + k) * r->H + j0 + u) * r->H;
+}
+
+static void gru_step(const struct px_rec_run *r, int64_t t, int tid)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds, j0, j1;
+	float *acc = r->acc + tid * r->acc_floats, *g = r->g + t * P, *aux = r->aux + t * P;
+	const float *hp = r->h + px_rec_prev(r, t) * P, *m = r->mask + t * P, *bias = r->bias;
+	float *hn = r->h + px_rec_next(r, t) * P, *y = r->y + t * P;
+	const float *w[3 * PX_REC_TILE] = {NULL};
+	px_rec_units(r, tid, &j0, &j1);
+	if (r->cfg->reset_after) {
+		for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+			int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+			gate_rows(r, a, n, 0, 3, w);
+			px_rec_mm(r, 3 * n, w, 1, H, hp, lds, acc, false);
+			for (int64_t u = 0, j = a; u < n; u++, j++)
+				gru_lanes(P, acc + 3 * u * P, g + j * ld, g + (H + j) * ld,
+					  g + (2 * H + j) * ld, bias[j], bias[H + j], bias[2 * H + j],
+					  r->b_hh[2 * H + j], m, hp + j * lds, hn + j * lds,
+					  aux + j * ld, y + j * ld);
 		}
 		return;
 	}
-	/* reset_after false: r, z first, then n = tanh(gx_n + (r*h) W_hn^T) (b_hn folded in gx) */
-	px_gemm(false, true, B, 2 * H, H, 1.0f, s->h_prev, H, s->w_hh, H, 1.0f, s->g, G);
-	for (int64_t b = 0; b < B; b++) {
-		const float *hp = s->h_prev + b * H;
-		float *g = s->g + b * G, *u = s->aux + b * H;
-		bool valid = px_rec_valid(s, b);
-		for (int64_t j = 0; j < H; j++) {
-			g[j] = px_rec_sigmoid(g[j]);
-			g[H + j] = px_rec_sigmoid(g[H + j]);
-			u[j] = valid ? g[j] * hp[j] : 0.0f;
-		}
+	/* reset_after false: r, z and u = r*h for own units, then (all u known) n */
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		gate_rows(r, a, n, 0, 2, w);
+		px_rec_mm(r, 2 * n, w, 1, H, hp, lds, acc, false);
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			gru0_lanes_rz(P, acc + 2 * u * P, g + j * ld, g + (H + j) * ld, bias[j],
+				      bias[H + j], m, hp + j * lds, aux + j * ld);
 	}
-	px_gemm(false, true, B, H, H, 1.0f, s->aux, H, s->w_hh + 2 * H * H, H, 1.0f, s->g + 2 * H, G);
-	for (int64_t b = 0; b < B; b++) {
-		if (!px_rec_valid(s, b)) {
-			gru_carry(s, b);
-			continue;
-		}
-		const float *hp = s->h_prev + b * H;
-		float *g = s->g + b * G, *h = s->h + b * H;
-		float *out = s->out ? s->out + b * s->ldo : NULL;
-		for (int64_t j = 0; j < H; j++) {
-			float z = g[H + j], n = px_rec_tanh(g[2 * H + j]);
-			float hv = (1.0f - z) * n + z * hp[j];
-			g[2 * H + j] = n;
-			h[j] = hv;
-			if (out)
-				out[j] = hv;
-		}
+	px_rec_sync(r, tid);
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		gate_rows(r, a, n, 2, 1, w);
+		px_rec_mm(r, n, w, 1, H, aux, ld, acc, false);
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			gru0_lanes_n(P, acc + u * P, g + (H + j) * ld, g + (2 * H + j) * ld,
+				     bias[2 * H + j], m, hp + j * lds, hn + j * lds, y + j * ld);
 	}
 }
 
-/* dn = dh(1-z); dz = dh(h_{t-1}-n); dn' = dn(1-n²); dz' = dz z(1-z);
- * reset_after: dgh_n = dn'*r, dr = dn'*gh_n; else du = dn' W_hn, dr = du*h_{t-1};
- * dr' = dr r(1-r); dh_{t-1} = dh*z [+ du*r] + dgates_h W_hh */
-static void gru_step_backward(const struct px_rec_step *s)
+/* acc[u] = the W_hh path into the state before step t: sum over the rows of W_hh that act
+ * on h (all three with reset_after, where the n rows carry dq; r and z otherwise) */
+static void gru_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, int64_t n,
+			   float *acc)
 {
-	int64_t B = s->batch, H = s->cfg->hidden, G = 3 * H;
-	bool after = s->cfg->reset_after;
-	for (int64_t b = 0; b < B; b++) {
-		const float *g = s->g + b * G, *hp = s->h_prev + b * H, *dh = s->dh + b * H;
-		const float *dy = s->dy ? s->dy + b * s->ldy : NULL;
-		float *dg = s->dg + b * G, *dgh = after ? s->dgh + b * G : NULL;
-		float *dhp = s->dh_prev ? s->dh_prev + b * H : NULL;
-		double sq = 0;
-		if (!px_rec_valid(s, b)) {  /* padding: the state's gradient passes through */
-			memset(dg, 0, (size_t)G * sizeof(float));
-			if (dgh)
-				memset(dgh, 0, (size_t)G * sizeof(float));
-			for (int64_t j = 0; j < H; j++) {
-				sq += (double)dh[j] * dh[j];
-				if (dhp)
-					dhp[j] = dh[j];
-			}
-		} else {
-			for (int64_t j = 0; j < H; j++) {
-				float r = g[j], z = g[H + j], n = g[2 * H + j];
-				float dht = dh[j] + (dy ? dy[j] : 0.0f);
-				float dn = dht * (1.0f - z) * (1.0f - n * n);
-				sq += (double)dht * dht;
-				dg[H + j] = dht * (hp[j] - n) * z * (1.0f - z);
-				dg[2 * H + j] = dn;
-				if (after) {
-					float hn = s->gh[b * G + 2 * H + j];
-					dg[j] = dn * hn * r * (1.0f - r);
-					dgh[j] = dg[j];
-					dgh[H + j] = dg[H + j];
-					dgh[2 * H + j] = dn * r;
-				}
-				if (dhp)
-					dhp[j] = dht * z;
-			}
-		}
-		if (s->sq)
-			s->sq[s->t] += sq;
-	}
-	if (after) {
-		if (s->dh_prev)
-			px_gemm(false, false, B, H, G, 1.0f, s->dgh, G, s->w_hh, H, 1.0f, s->dh_prev, H);
+	int64_t H = r->H, P = r->P;
+	const float *w[PX_REC_TILE] = {NULL};
+	for (int64_t u = 0; u < n; u++)
+		w[u] = r->w_hh + j0 + u;
+	px_rec_mm(r, n, w, H, 2 * H, r->dg + t * P, r->ld, acc, false);
+	if (!r->cfg->reset_after)
 		return;
-	}
-	/* reset_after false: du = dn' W_hn gives dr; then dh_{t-1} += du*r + d[r,z]' W_h[r,z] */
-	float *du = s->tmp;
-	px_gemm(false, false, B, H, H, 1.0f, s->dg + 2 * H, G, s->w_hh + 2 * H * H, H, 0.0f, du, H);
-	for (int64_t b = 0; b < B; b++) {
-		if (!px_rec_valid(s, b))
-			continue;
-		const float *g = s->g + b * G, *hp = s->h_prev + b * H, *dub = du + b * H;
-		float *dg = s->dg + b * G;
-		float *dhp = s->dh_prev ? s->dh_prev + b * H : NULL;
-		for (int64_t j = 0; j < H; j++) {
-			float r = g[j];
-			dg[j] = dub[j] * hp[j] * r * (1.0f - r);
-			if (dhp)
-				dhp[j] += dub[j] * r;
+	for (int64_t u = 0; u < n; u++)
+		w[u] = r->w_hh + 2 * H * H + j0 + u;
+	px_rec_mm(r, n, w, H, H, r->dgh + t * P, r->ld, acc, true);
+}
+
+static void gru_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
+			      int tid)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, j0, j1;
+	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P;
+	const float *g = r->g + t * P, *aux = r->aux + t * P, *m = r->mask + t * P;
+	const float *hp = r->h + px_rec_prev(r, t) * P, *dy = r->dy + t * P;
+	px_rec_units(r, tid, &j0, &j1);
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		if (first || cut)
+			memset(acc, 0, (size_t)(n * P) * sizeof(float));
+		else
+			gru_grad_state(r, px_rec_later(r, t), a, n, acc);
+		if (cut)
+			memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
+		for (int64_t u = 0, j = a; u < n; u++, j++) {
+			if (r->cfg->reset_after)
+				gru_lanes_backward(P, acc + u * P, g + j * ld, g + (H + j) * ld,
+						   g + (2 * H + j) * ld, aux + j * ld, hp + j * r->lds,
+						   m, dy + j * ld, r->ch + j * P, dg + j * ld,
+						   dg + (H + j) * ld, dg + (2 * H + j) * ld,
+						   r->dgh + j * ld + t * P);
+			else
+				gru0_lanes_backward_zn(P, acc + u * P, g + (H + j) * ld,
+						       g + (2 * H + j) * ld, hp + j * r->lds, m,
+						       dy + j * ld, r->ch + j * P, dg + (H + j) * ld,
+						       dg + (2 * H + j) * ld);
 		}
+		for (int64_t i = 0; r->sq && i < n * P; i++)
+			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
 	}
-	if (s->dh_prev)
-		px_gemm(false, false, B, H, 2 * H, 1.0f, s->dg, G, s->w_hh, H, 1.0f, s->dh_prev, H);
+	if (r->cfg->reset_after)
+		return;
+	/* reset_after false: du = W_hn^T dn' needs dn' of all units */
+	px_rec_sync(r, tid);
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		const float *w[PX_REC_TILE] = {NULL};
+		for (int64_t u = 0; u < n; u++)
+			w[u] = r->w_hh + 2 * H * H + a + u;
+		px_rec_mm(r, n, w, H, H, dg + 2 * H * ld, ld, acc, false);
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			gru0_lanes_backward_r(P, acc + u * P, g + j * ld, hp + j * r->lds, m,
+					      r->ch + j * P, dg + j * ld);
+	}
+}
+
+/* dW_hh, db_hh: the r, z rows from dg against h_prev; the n rows from dq against h_prev
+ * (reset_after) or from dn' against r*h */
+static void gru_grad_hh(const struct px_rec_run *r, float *dw_hh, float *db_hh)
+{
+	int64_t H = r->H;
+	const float *hprev = r->h + (r->rev ? r->P : 0);
+	px_rec_grad_rows(r, 2 * H, H, r->dg, hprev, r->lds, dw_hh, H, db_hh);
+	if (r->cfg->reset_after)
+		px_rec_grad_rows(r, H, H, r->dgh, hprev, r->lds, dw_hh + 2 * H * H, H, db_hh + 2 * H);
+	else
+		px_rec_grad_rows(r, H, H, r->dg + 2 * H * r->ld, r->aux, r->ld, dw_hh + 2 * H * H, H,
+				 db_hh + 2 * H);
 }
 
 static void gru_configure(const struct px_config *opts, struct px_rec_cfg *c)
@@ -186,12 +281,13 @@ static const struct px_rec_kind gru_kind = {
 	.name = "gru",
 	.gates = 3,
 	.n_state = 1,
-	.uses_gh = gru_uses_gh,
 	.uses_aux = gru_uses_aux,
+	.uses_dgh = gru_uses_dgh,
 	.folded_hh_bias = gru_folded_hh_bias,
-	.hh_aux_rows = gru_hh_aux_rows,
 	.step = gru_step,
 	.step_backward = gru_step_backward,
+	.grad_state = gru_grad_state,
+	.grad_hh = gru_grad_hh,
 	.configure = gru_configure,
 };
 

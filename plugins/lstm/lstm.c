@@ -13,16 +13,16 @@
 
 #include "../common/recurrent.h"
 
-static bool lstm_uses_gh(const struct px_rec_cfg *c)
-{
-	(void)c;
-	return false;
-}
-
 static bool lstm_uses_aux(const struct px_rec_cfg *c)
 {
 	(void)c;
 	return true;  /* tanh(c_t) */
+}
+
+static bool lstm_no_dgh(const struct px_rec_cfg *c)
+{
+	(void)c;
+	return false;
 }
 
 static int64_t lstm_all_rows(const struct px_rec_cfg *c)
@@ -30,84 +30,120 @@ static int64_t lstm_all_rows(const struct px_rec_cfg *c)
 	return 4 * c->hidden;
 }
 
-/* c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t); gates left activated in g, tanh(c_t) in aux */
-static void lstm_step(const struct px_rec_step *s)
+/* One unit over P lanes: c = f*c_prev + i*g, h = o*tanh(c). a: the unit's 4 rows of
+ * W_hh h_prev; gi..go: W_ih x in, activated gates out; padding lanes keep the state. */
+PX_REC_SIMD static void lstm_lanes(int64_t P, const float *restrict a, float *restrict gi,
+				   float *restrict gf, float *restrict gg, float *restrict go,
+				   float bi, float bf, float bg, float bo, const float *restrict m,
+				   const float *restrict hp, const float *restrict cp,
+				   float *restrict hn, float *restrict cn, float *restrict tc,
+				   float *restrict y)
 {
-	int64_t B = s->batch, H = s->cfg->hidden, G = 4 * H;
-	px_gemm(false, true, B, G, H, 1.0f, s->h_prev, H, s->w_hh, H, 1.0f, s->g, G);
-	for (int64_t b = 0; b < B; b++) {
-		const float *hp = s->h_prev + b * H, *cp = s->c_prev + b * H;
-		float *g = s->g + b * G, *h = s->h + b * H, *c = s->c + b * H, *tc = s->aux + b * H;
-		float *out = s->out ? s->out + b * s->ldo : NULL;
-		if (!px_rec_valid(s, b)) {  /* padding: carry the state, output 0 */
-			memcpy(h, hp, (size_t)H * sizeof(float));
-			memcpy(c, cp, (size_t)H * sizeof(float));
-			memset(tc, 0, (size_t)H * sizeof(float));
-			if (out)
-				memset(out, 0, (size_t)H * sizeof(float));
-			continue;
-		}
-		for (int64_t j = 0; j < H; j++) {
-			float gi = px_rec_sigmoid(g[j]), gf = px_rec_sigmoid(g[H + j]);
-			float gg = px_rec_tanh(g[2 * H + j]), go = px_rec_sigmoid(g[3 * H + j]);
-			float cn = gf * cp[j] + gi * gg, t = px_rec_tanh(cn);
-			g[j] = gi;
-			g[H + j] = gf;
-			g[2 * H + j] = gg;
-			g[3 * H + j] = go;
-			c[j] = cn;
-			tc[j] = t;
-			h[j] = go * t;
-			if (out)
-				out[j] = go * t;
-		}
+	for (int64_t p = 0; p < P; p++) {
+		float i = px_rec_sigmoid(a[p] + gi[p] + bi);
+		float f = px_rec_sigmoid(a[P + p] + gf[p] + bf);
+		float g = px_rec_tanh(a[2 * P + p] + gg[p] + bg);
+		float o = px_rec_sigmoid(a[3 * P + p] + go[p] + bo);
+		float c = f * cp[p] + i * g, t = px_rec_tanh(c), h = o * t;
+		bool v = m[p] != 0.0f;
+		gi[p] = i;
+		gf[p] = f;
+		gg[p] = g;
+		go[p] = o;
+		tc[p] = t;
+		cn[p] = v ? c : cp[p];
+		hn[p] = v ? h : hp[p];
+		y[p] = v ? h : 0.0f;
 	}
 }
 
-/* dc' = dc + dh*o*(1-tanh²c); di = dc'*g; df = dc'*c_{t-1}; dg = dc'*i; do = dh*tanh(c);
- * dc_{t-1} = dc'*f; dh_{t-1} = dgates W_hh */
-static void lstm_step_backward(const struct px_rec_step *s)
+/* dh = carry + W_hh path + dy; dc' = dc + dh*o*(1-tanh²c); di = dc'*g; df = dc'*c_prev;
+ * dg = dc'*i; do = dh*tanh(c); carries: dh_prev (less W_hh path) = 0, dc_prev = dc'*f.
+ * dh: in: the W_hh path, out: dLoss/dh_t. Padding lanes pass the carries through. */
+PX_REC_SIMD static void lstm_lanes_backward(int64_t P, float *restrict dh,
+					    const float *restrict gi, const float *restrict gf,
+					    const float *restrict gg, const float *restrict go,
+					    const float *restrict cp, const float *restrict tc,
+					    const float *restrict m, const float *restrict dy,
+					    float *restrict ch, float *restrict cc, float *restrict di,
+					    float *restrict df, float *restrict dgg, float *restrict dgo)
 {
-	int64_t B = s->batch, H = s->cfg->hidden, G = 4 * H;
-	for (int64_t b = 0; b < B; b++) {
-		const float *g = s->g + b * G, *cp = s->c_prev + b * H, *tc = s->aux + b * H;
-		const float *dh = s->dh + b * H, *dc = s->dc + b * H;
-		const float *dy = s->dy ? s->dy + b * s->ldy : NULL;
-		float *dg = s->dg + b * G;
-		float *dhp = s->dh_prev ? s->dh_prev + b * H : NULL;
-		float *dcp = s->dc_prev ? s->dc_prev + b * H : NULL;
-		bool valid = px_rec_valid(s, b);
-		double sq = 0;
-		if (!valid) {  /* padding: the state's gradient passes through */
-			memset(dg, 0, (size_t)G * sizeof(float));
-			for (int64_t j = 0; j < H; j++) {
-				sq += (double)dh[j] * dh[j];
-				if (dhp) {
-					dhp[j] = dh[j];
-					dcp[j] = dc[j];
-				}
-			}
-		} else {
-			for (int64_t j = 0; j < H; j++) {
-				float gi = g[j], gf = g[H + j], gg = g[2 * H + j], go = g[3 * H + j];
-				float dht = dh[j] + (dy ? dy[j] : 0.0f);
-				float dct = dc[j] + dht * go * (1.0f - tc[j] * tc[j]);
-				sq += (double)dht * dht;
-				dg[j] = dct * gg * gi * (1.0f - gi);
-				dg[H + j] = dct * cp[j] * gf * (1.0f - gf);
-				dg[2 * H + j] = dct * gi * (1.0f - gg * gg);
-				dg[3 * H + j] = dht * tc[j] * go * (1.0f - go);
-				if (dhp) {
-					dhp[j] = 0.0f;
-					dcp[j] = dct * gf;
-				}
-			}
-		}
-		if (s->sq)
-			s->sq[s->t] += sq;
+	for (int64_t p = 0; p < P; p++) {
+		bool v = m[p] != 0.0f;
+		float i = gi[p], f = gf[p], g = gg[p], o = go[p], t = tc[p];
+		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f);
+		float dc = cc[p] + d * o * (1.0f - t * t);
+		di[p] = v ? dc * g * i * (1.0f - i) : 0.0f;
+		df[p] = v ? dc * cp[p] * f * (1.0f - f) : 0.0f;
+		dgg[p] = v ? dc * i * (1.0f - g * g) : 0.0f;
+		dgo[p] = v ? d * t * o * (1.0f - o) : 0.0f;
+		ch[p] = v ? 0.0f : d;
+		cc[p] = v ? dc * f : cc[p];
+		dh[p] = d;
 	}
-	if (s->dh_prev)
-		px_gemm(false, false, B, H, G, 1.0f, s->dg, G, s->w_hh, H, 1.0f, s->dh_prev, H);
+}
+
+/* gates += W_hh h_{t-1}, then the gate math, unit tile by unit tile */
+static void lstm_step(const struct px_rec_run *r, int64_t t, int tid)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds, j0, j1;
+	float *acc = r->acc + tid * r->acc_floats, *g = r->g + t * P;
+	const float *hp = r->h + px_rec_prev(r, t) * P, *cp = r->c + px_rec_prev(r, t) * P;
+	float *hn = r->h + px_rec_next(r, t) * P, *cn = r->c + px_rec_next(r, t) * P;
+	px_rec_units(r, tid, &j0, &j1);
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		const float *w[4 * PX_REC_TILE] = {NULL};
+		for (int64_t u = 0; u < n; u++)
+			for (int64_t k = 0; k < 4; k++)
+				w[u * 4 + k] = r->w_hh + (k * H + a + u) * H;
+		px_rec_mm(r, 4 * n, w, 1, H, hp, lds, acc, false);
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			lstm_lanes(P, acc + 4 * u * P, g + j * ld, g + (H + j) * ld, g + (2 * H + j) * ld,
+				   g + (3 * H + j) * ld, r->bias[j], r->bias[H + j], r->bias[2 * H + j],
+				   r->bias[3 * H + j], r->mask + t * P, hp + j * lds, cp + j * lds,
+				   hn + j * lds, cn + j * lds, r->aux + j * ld + t * P,
+				   r->y + j * ld + t * P);
+	}
+}
+
+/* acc[u] = sum_n W_hh[n][j0+u] dgates_t[n]: the W_hh path into the state before step t */
+static void lstm_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, int64_t n,
+			    float *acc)
+{
+	const float *w[PX_REC_TILE] = {NULL};
+	for (int64_t u = 0; u < n; u++)
+		w[u] = r->w_hh + j0 + u;
+	px_rec_mm(r, n, w, r->H, 4 * r->H, r->dg + t * r->P, r->ld, acc, false);
+}
+
+static void lstm_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
+			       int tid)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, j0, j1;
+	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P;
+	const float *g = r->g + t * P, *cp = r->c + px_rec_prev(r, t) * P;
+	px_rec_units(r, tid, &j0, &j1);
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		if (first || cut)
+			memset(acc, 0, (size_t)(n * P) * sizeof(float));
+		else
+			lstm_grad_state(r, px_rec_later(r, t), a, n, acc);
+		if (cut) {
+			memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
+			memset(r->cc + a * P, 0, (size_t)(n * P) * sizeof(float));
+		}
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			lstm_lanes_backward(P, acc + u * P, g + j * ld, g + (H + j) * ld,
+					    g + (2 * H + j) * ld, g + (3 * H + j) * ld,
+					    cp + j * r->lds, r->aux + j * ld + t * P, r->mask + t * P,
+					    r->dy + j * ld + t * P, r->ch + j * P, r->cc + j * P,
+					    dg + j * ld, dg + (H + j) * ld, dg + (2 * H + j) * ld,
+					    dg + (3 * H + j) * ld);
+		for (int64_t i = 0; r->sq && i < n * P; i++)
+			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
+	}
 }
 
 /* forget_bias: added to the f slice of b_ih at init */
@@ -122,12 +158,13 @@ static const struct px_rec_kind lstm_kind = {
 	.name = "lstm",
 	.gates = 4,
 	.n_state = 2,
-	.uses_gh = lstm_uses_gh,
 	.uses_aux = lstm_uses_aux,
+	.uses_dgh = lstm_no_dgh,
 	.folded_hh_bias = lstm_all_rows,
-	.hh_aux_rows = lstm_all_rows,
 	.step = lstm_step,
 	.step_backward = lstm_step_backward,
+	.grad_state = lstm_grad_state,
+	.grad_hh = px_rec_grad_hh_plain,
 	.init_bias = lstm_init_bias,
 };
 

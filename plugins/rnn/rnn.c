@@ -20,62 +20,91 @@ static int64_t rnn_all_rows(const struct px_rec_cfg *c)
 	return c->hidden;
 }
 
-/* h_t = act(g + W_hh h_{t-1}); the activation is left in g */
-static void rnn_step(const struct px_rec_step *s)
+/* One unit over P lanes: h = act(W_hh h_prev + W_ih x + b), left in g too. */
+PX_REC_SIMD static void rnn_lanes(int64_t P, bool relu, const float *restrict a,
+				  float *restrict g, float b, const float *restrict m,
+				  const float *restrict hp, float *restrict hn, float *restrict y)
 {
-	int64_t B = s->batch, H = s->cfg->hidden;
-	bool relu = s->cfg->relu;
-	px_gemm(false, true, B, H, H, 1.0f, s->h_prev, H, s->w_hh, H, 1.0f, s->g, H);
-	for (int64_t b = 0; b < B; b++) {
-		const float *hp = s->h_prev + b * H;
-		float *g = s->g + b * H, *h = s->h + b * H;
-		float *out = s->out ? s->out + b * s->ldo : NULL;
-		if (!px_rec_valid(s, b)) {  /* padding: carry the state, output 0 */
-			memcpy(h, hp, (size_t)H * sizeof(float));
-			if (out)
-				memset(out, 0, (size_t)H * sizeof(float));
-			continue;
-		}
-		for (int64_t j = 0; j < H; j++) {
-			float v = relu ? (g[j] > 0.0f ? g[j] : 0.0f) : px_rec_tanh(g[j]);
-			g[j] = v;
-			h[j] = v;
-			if (out)
-				out[j] = v;
-		}
+	float k = relu ? 1.0f : 0.0f;  /* a blend, not a branch, so the loop vectorizes */
+	for (int64_t p = 0; p < P; p++) {
+		float s = a[p] + g[p] + b, th = px_rec_tanh(s), rl = s > 0.0f ? s : 0.0f;
+		float h = k * rl + (1.0f - k) * th;
+		bool v = m[p] != 0.0f;
+		g[p] = h;
+		hn[p] = v ? h : hp[p];
+		y[p] = v ? h : 0.0f;
 	}
 }
 
-/* dg = dh * act'(g) (tanh: 1-h², relu: h > 0); dh_{t-1} = dg W_hh */
-static void rnn_step_backward(const struct px_rec_step *s)
+/* dh = carry + W_hh path + dy; dg = dh * act'(h) (tanh: 1-h², relu: h > 0); the carry
+ * (less the W_hh path) is 0, or dh at padding. dh: in: the W_hh path, out: dLoss/dh_t. */
+PX_REC_SIMD static void rnn_lanes_backward(int64_t P, bool relu, float *restrict dh,
+					   const float *restrict g, const float *restrict m,
+					   const float *restrict dy, float *restrict ch,
+					   float *restrict dg)
 {
-	int64_t B = s->batch, H = s->cfg->hidden;
-	bool relu = s->cfg->relu;
-	for (int64_t b = 0; b < B; b++) {
-		const float *g = s->g + b * H, *dh = s->dh + b * H;
-		const float *dy = s->dy ? s->dy + b * s->ldy : NULL;
-		float *dg = s->dg + b * H;
-		float *dhp = s->dh_prev ? s->dh_prev + b * H : NULL;
-		bool valid = px_rec_valid(s, b);
-		double sq = 0;
-		for (int64_t j = 0; j < H; j++) {
-			float dht = dh[j] + (valid && dy ? dy[j] : 0.0f);
-			sq += (double)dht * dht;
-			if (!valid) {  /* padding: the state's gradient passes through */
-				dg[j] = 0.0f;
-				if (dhp)
-					dhp[j] = dht;
-				continue;
-			}
-			dg[j] = dht * (relu ? (g[j] > 0.0f ? 1.0f : 0.0f) : 1.0f - g[j] * g[j]);
-			if (dhp)
-				dhp[j] = 0.0f;
-		}
-		if (s->sq)
-			s->sq[s->t] += sq;
+	float k = relu ? 1.0f : 0.0f;
+	for (int64_t p = 0; p < P; p++) {
+		bool v = m[p] != 0.0f;
+		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f), h = g[p];
+		float da = k * (h > 0.0f ? 1.0f : 0.0f) + (1.0f - k) * (1.0f - h * h);
+		dg[p] = v ? d * da : 0.0f;
+		ch[p] = v ? 0.0f : d;
+		dh[p] = d;
 	}
-	if (s->dh_prev)
-		px_gemm(false, false, B, H, H, 1.0f, s->dg, H, s->w_hh, H, 1.0f, s->dh_prev, H);
+}
+
+/* h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), unit tile by unit tile */
+static void rnn_step(const struct px_rec_run *r, int64_t t, int tid)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds, j0, j1;
+	float *acc = r->acc + tid * r->acc_floats;
+	const float *hp = r->h + px_rec_prev(r, t) * P;
+	float *hn = r->h + px_rec_next(r, t) * P;
+	px_rec_units(r, tid, &j0, &j1);
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		const float *w[PX_REC_TILE] = {NULL};
+		for (int64_t u = 0; u < n; u++)
+			w[u] = r->w_hh + (a + u) * H;
+		px_rec_mm(r, n, w, 1, H, hp, lds, acc, false);
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			rnn_lanes(P, r->cfg->relu, acc + u * P, r->g + j * ld + t * P, r->bias[j],
+				  r->mask + t * P, hp + j * lds, hn + j * lds, r->y + j * ld + t * P);
+	}
+}
+
+/* acc[u] = sum_n W_hh[n][j0+u] dg_t[n]: the W_hh path into the state before step t */
+static void rnn_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, int64_t n,
+			   float *acc)
+{
+	const float *w[PX_REC_TILE] = {NULL};
+	for (int64_t u = 0; u < n; u++)
+		w[u] = r->w_hh + j0 + u;
+	px_rec_mm(r, n, w, r->H, r->H, r->dg + t * r->P, r->ld, acc, false);
+}
+
+static void rnn_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
+			      int tid)
+{
+	int64_t P = r->P, ld = r->ld, j0, j1;
+	float *acc = r->acc + tid * r->acc_floats;
+	px_rec_units(r, tid, &j0, &j1);
+	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
+		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		if (first || cut)
+			memset(acc, 0, (size_t)(n * P) * sizeof(float));
+		else
+			rnn_grad_state(r, px_rec_later(r, t), a, n, acc);
+		if (cut)
+			memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			rnn_lanes_backward(P, r->cfg->relu, acc + u * P, r->g + j * ld + t * P,
+					   r->mask + t * P, r->dy + j * ld + t * P, r->ch + j * P,
+					   r->dg + j * ld + t * P);
+		for (int64_t i = 0; r->sq && i < n * P; i++)
+			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
+	}
 }
 
 static void rnn_configure(const struct px_config *opts, struct px_rec_cfg *c)
@@ -87,12 +116,13 @@ static const struct px_rec_kind rnn_kind = {
 	.name = "rnn",
 	.gates = 1,
 	.n_state = 1,
-	.uses_gh = rnn_no,
 	.uses_aux = rnn_no,
+	.uses_dgh = rnn_no,
 	.folded_hh_bias = rnn_all_rows,
-	.hh_aux_rows = rnn_all_rows,
 	.step = rnn_step,
 	.step_backward = rnn_step_backward,
+	.grad_state = rnn_grad_state,
+	.grad_hh = px_rec_grad_hh_plain,
 	.configure = rnn_configure,
 };
 

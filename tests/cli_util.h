@@ -26,19 +26,15 @@ static void slurp(const char *path, char *buf, size_t n)
 		fclose(f);
 }
 
-/* run_plexus(&r, "train", "x.yaml", "--set", "a=b", NULL) */
-static inline int run_plexus(struct run *r, ...)
+/* Run plexus with argv (NULL-terminated, without the program name). */
+static inline int run_plexus_argv(struct run *r, const char *const *args)
 {
 	const char *argv[64];
 	int argc = 0;
 	const char *exe = getenv("PLEXUS_EXE");
 	argv[argc++] = exe ? exe : "plexus";
-	va_list ap;
-	va_start(ap, r);
-	const char *a;
-	while ((a = va_arg(ap, const char *)) && argc < 63)
-		argv[argc++] = a;
-	va_end(ap);
+	for (int i = 0; args[i] && argc < 63; i++)
+		argv[argc++] = args[i];
 	argv[argc] = NULL;
 	char o[64], e[64];
 	snprintf(o, sizeof o, "/tmp/px-cli-out-%d", (int)getpid());
@@ -60,6 +56,21 @@ static inline int run_plexus(struct run *r, ...)
 	unlink(o);
 	unlink(e);
 	return r->code;
+}
+
+/* run_plexus(&r, "train", "x.yaml", "--set", "a=b", NULL) */
+static inline int run_plexus(struct run *r, ...)
+{
+	const char *args[64];
+	int n = 0;
+	va_list ap;
+	va_start(ap, r);
+	const char *a;
+	while ((a = va_arg(ap, const char *)) && n < 63)
+		args[n++] = a;
+	va_end(ap);
+	args[n] = NULL;
+	return run_plexus_argv(r, args);
 }
 
 /* The first line of s, copied into buf. */

@@ -151,6 +151,14 @@ static bool in_range(const struct px_param_spec *sp, double v)
 static int parse_one(struct px_config *c, const struct px_param_spec *sp, const char *text,
 		     int line, int col, struct px_value *v, int idx, struct px_error *err)
 {
+	if (!*text && sp->type != PX_T_STRING) {   /* `units:` with nothing after it */
+		char ch[256];
+		if (sp->type == PX_T_ENUM)
+			choices_text(sp->choices, ch, sizeof ch);
+		return px_error_at(err, PX_ERR_INVALID, c->file, line, col,
+				   "%s: '%s' has no value (it must be %s)", c->owner, sp->key,
+				   sp->type == PX_T_ENUM ? ch : type_name(sp->type));
+	}
 	switch (sp->type) {
 	case PX_T_INT:
 	case PX_T_INTS: {
@@ -222,9 +230,15 @@ int px_config_set(struct px_config *c, const char *key, const char *const *texts
 	const struct px_param_spec *sp = e->spec;
 	if (is_list != is_list_type(sp->type)) {
 		/* a single number where a list is expected is a list of one */
-		if (!(is_list_type(sp->type) && n == 1))
+		if (!(is_list_type(sp->type) && n == 1)) {
+			char ch[256];
+			if (sp->type == PX_T_ENUM)
+				choices_text(sp->choices, ch, sizeof ch);
 			return px_error_at(err, PX_ERR_INVALID, c->file, line, col,
-					   "%s: '%s' must be %s", c->owner, key, type_name(sp->type));
+					   "%s: '%s' must be %s, not %s", c->owner, key,
+					   sp->type == PX_T_ENUM ? ch : type_name(sp->type),
+					   is_list ? "a list" : "a single value");
+		}
 	}
 	struct px_value v;
 	memset(&v, 0, sizeof v);

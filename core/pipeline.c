@@ -71,7 +71,8 @@ static int pair_check(struct ctx *c, yaml_node_t *map, yaml_node_pair_t *pr, con
 	*k = scalar(kn);
 	*v = node(c, pr->value);
 	if (!*k)
-		return fail_at(c, kn, "keys must be plain names");
+		return fail_at(c, kn, "keys must be plain names, not %s",
+			       kn && kn->type == YAML_SEQUENCE_NODE ? "lists" : "mappings");
 	for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pr; q++) {
 		const char *prev = scalar(node(c, q->key));
 		if (prev && !strcmp(prev, *k))
@@ -542,6 +543,66 @@ static int apply_override(struct ctx *c, const char *spec)
 }
 
 /* ---------------------------------------------------------------- loading */
+/* Byte offset of (line, column) (0-based, columns in characters as libyaml counts them), or
+ * len when past the end. */
+static size_t offset_of(const char *text, size_t len, size_t line, size_t col)
+{
+	size_t i = 0;
+	if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3))
+		i = 3;   /* a UTF-8 BOM is not a column */
+	for (size_t l = 0; l < line && i < len; i++)
+		if (text[i] == '\n')
+			l++;
+	for (size_t c = 0; c < col && i < len; c++)
+		for (i++; i < len && ((unsigned char)text[i] & 0xc0) == 0x80; i++)
+			;
+	return i;
+}
+
+/* One line for a libyaml error at the right place. Reader errors (bad UTF-8, control
+ * characters) carry a byte offset instead of a mark: turn it into line:col here. */
+static int syntax_error(const char *file, const char *text, size_t len, const yaml_parser_t *ps,
+			struct px_error *err)
+{
+	const char *problem = ps->problem ? ps->problem : "malformed";
+	if (ps->error == YAML_READER_ERROR) {
+		size_t off = ps->problem_offset < len ? ps->problem_offset : len;
+		int line = 1, col = 1;
+		size_t start = len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3) && off >= 3 ? 3 : 0;
+		for (size_t i = start; i < off; i++) {
+			if (text[i] == '\n') {
+				line++;
+				col = 1;
+			} else if (((unsigned char)text[i] & 0xc0) != 0x80) {
+				col++;
+			}
+		}
+		if (!strcmp(problem, "control characters are not allowed"))
+			return px_error_at(err, PX_ERR_PARSE, file, line, col,
+					   "control character 0x%02x is not allowed (a pipeline is UTF-8 "
+					   "text)", (unsigned)ps->problem_value & 0xff);
+		if (ps->problem_value >= 0)
+			return px_error_at(err, PX_ERR_PARSE, file, line, col,
+					   "not valid UTF-8 text: %s (0x%02x)", problem,
+					   (unsigned)ps->problem_value & 0xff);
+		return px_error_at(err, PX_ERR_PARSE, file, line, col, "not valid UTF-8 text: %s",
+				   problem);
+	}
+	const yaml_mark_t *m = &ps->problem_mark, *cm = &ps->context_mark;
+	size_t at = offset_of(text, len, m->line, m->column);
+	if (at < len && text[at] == '\t')
+		return px_error_at(err, PX_ERR_PARSE, file, (int)m->line + 1, (int)m->column + 1,
+				   "YAML syntax error: a tab character here (YAML indents with spaces "
+				   "only)");
+	if (ps->context && (cm->line != m->line || cm->column != m->column))
+		return px_error_at(err, PX_ERR_PARSE, file, (int)m->line + 1, (int)m->column + 1,
+				   "YAML syntax error: %s %s that starts at %d:%d", problem, ps->context,
+				   (int)cm->line + 1, (int)cm->column + 1);
+	return px_error_at(err, PX_ERR_PARSE, file, (int)m->line + 1, (int)m->column + 1,
+			   "YAML syntax error: %s%s%s", problem, ps->context ? " " : "",
+			   ps->context ? ps->context : "");
+}
+
 /* Bound the nesting and refuse aliases before building the document (cheap event pass). */
 static int prescan(const char *file, const char *text, size_t len, struct px_error *err)
 {
@@ -553,10 +614,8 @@ static int prescan(const char *file, const char *text, size_t len, struct px_err
 	int depth = 0, rc = 0, docs = 0;
 	for (;;) {
 		if (!yaml_parser_parse(&ps, &ev)) {
-			const yaml_mark_t *m = &ps.problem_mark;
-			rc = px_error_at(err, PX_ERR_PARSE, file, (int)m->line + 1, (int)m->column + 1,
-					 "YAML syntax error: %s%s%s", ps.problem ? ps.problem : "malformed",
-					 ps.context ? " " : "", ps.context ? ps.context : "");
+			rc = ps.error == YAML_MEMORY_ERROR ? px_error_set(err, PX_ERR_NOMEM, "out of memory")
+							   : syntax_error(file, text, len, &ps, err);
 			break;
 		}
 		yaml_event_type_t t = ev.type;
@@ -627,9 +686,8 @@ int px_pipeline_load(const char *path, const char *const *overrides, int n_overr
 	p->val_split = 0.0;
 	yaml_parser_set_input_string(&ps, (const unsigned char *)text, len);
 	if (!yaml_parser_load(&ps, &doc)) {
-		rc = px_error_at(err, PX_ERR_PARSE, path, (int)ps.problem_mark.line + 1,
-				 (int)ps.problem_mark.column + 1, "YAML syntax error: %s",
-				 ps.problem ? ps.problem : "malformed");
+		rc = ps.error == YAML_MEMORY_ERROR ? px_error_set(err, PX_ERR_NOMEM, "out of memory")
+						   : syntax_error(path, text, len, &ps, err);
 		yaml_parser_delete(&ps);
 		free(text);
 		px_pipeline_free(p);

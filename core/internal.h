@@ -277,7 +277,8 @@ int px_registry_load_default(struct px_registry *r, const char *const *extra, in
 /* "kind=plugin" */
 int px_registry_prefer(struct px_registry *r, const char *kind_eq_plugin, struct px_error *err);
 /* Find the implementation of `kind`. impl: NULL, a plugin name, or a plugin file path. With
- * several candidates and no choice (impl or preference), an error lists them. */
+ * several candidates and no choice (impl or preference), the plugin named like the kind wins;
+ * when there is none, an error lists the candidates. */
 const struct px_entry *px_registry_find(struct px_registry *r, enum px_entry_type type,
 					const char *kind, const char *impl, struct px_error *err);
 /* "a, b, c" of the kinds of a type that are loaded. */

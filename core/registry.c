@@ -413,7 +413,7 @@ const struct px_entry *px_registry_find(struct px_registry *r, enum px_entry_typ
 			pref = r->prefer[i] + kl + 1;
 			break;
 		}
-	const struct px_entry *found = NULL;
+	const struct px_entry *found = NULL, *named = NULL;
 	int count = 0;
 	char cands[512] = "";
 	size_t used = 0;
@@ -425,6 +425,8 @@ const struct px_entry *px_registry_find(struct px_registry *r, enum px_entry_typ
 			used += (size_t)snprintf(cands + used, sizeof cands - used, "%s%s (%s)",
 						 count ? ", " : "", e->plugin->desc->name, e->plugin->path);
 		count++;
+		if (!strcmp(e->plugin->desc->name, kind))
+			named = e;
 		const char *want = impl ? impl : pref;
 		if (want ? impl_matches(e, want) : !found)
 			found = e;
@@ -441,6 +443,10 @@ const struct px_entry *px_registry_find(struct px_registry *r, enum px_entry_typ
 			     impl ? impl : pref, px_entry_type_name(type), kind, cands);
 		return NULL;
 	}
+	/* No choice among several: the plugin named after the kind (plugin "lstm" for kind
+	 * "lstm") is the default; alternatives (lstm_ref) are used only when chosen. */
+	if (count > 1 && !impl && !pref && named)
+		return named;
 	if (count > 1 && !impl && !pref) {
 		px_error_set(err, PX_ERR_INVALID,
 			     "%s kind '%s' is provided by %d plugins: %s; choose one with impl: or --prefer %s=PLUGIN",

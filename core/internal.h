@@ -84,6 +84,7 @@ struct px_registry {
 	struct px_host host;
 	char **refusals;                 /* one line per refused plugin file */
 	int n_refusals;
+	struct px_figure_sink *figures;  /* report.c: non-NULL during a report's figure pass */
 };
 
 /* ------------------------------------------------------------------ builtins */
@@ -394,6 +395,8 @@ struct px_node {
 	struct px_shape out_shape[PX_MAX_PORTS];
 	int param_begin, n_params;             /* range in model->params */
 	bool needs_grad;                       /* has params upstream or itself */
+	bool label_needed;                     /* takes the data's label through a required port */
+	uint64_t rng_salt;                     /* hash of the name: per-node random streams */
 	/* per step (step arena) */
 	const struct px_tensor *in_t[PX_MAX_PORTS];
 	struct px_tensor *out_t[PX_MAX_PORTS];
@@ -452,6 +455,7 @@ void px_model_reset_state(struct px_model *m);
 int64_t px_model_param_count(const struct px_model *m, int node);  /* trainable elements */
 
 /* ------------------------------------------------------------------ session.c */
+struct px_comm;
 /* Everything a command needs: pipeline, plugins, data, model, loss, optimizer. */
 struct px_session_opts {
 	const char *const *plugin_paths;   /* --plugin-path (dirs or files) */
@@ -482,6 +486,9 @@ struct px_session {
 	struct px_config *eval_cfg;        /* px_eval_schema */
 	struct px_config *sched_cfg;       /* px_schedule_schema */
 	int threads;
+	/* data-parallel training (core/comm.h): the ranks px_train trains with, borrowed;
+	 * NULL: this process alone */
+	struct px_comm *comm;
 };
 extern const struct px_param_spec px_train_schema[];
 extern const struct px_param_spec px_eval_schema[];
@@ -546,5 +553,80 @@ int px_png_heatmap(const char *path, const float *m, int rows, int cols, int cel
 /* XML-escape s (&, <, >, ", ') into a new string. Caller frees. */
 char *px_xml_escape(const char *s);
 int px_write_file_atomic(const char *path, const void *data, size_t n, struct px_error *err);
+
+/* ------------------------------------------------------------------ chart.c (reports) */
+/* SVG charts for run reports. Every text is escaped with px_sbuf_add_html; values are clamped
+ * to +-PX_CHART_MAX and non-finite points are gaps, so no coordinate is ever NaN or Inf. The
+ * SVGs are meant to be inlined in HTML (and are standalone documents too). Caller frees;
+ * NULL when out of memory. */
+#define PX_CHART_MAX 1e300
+#define PX_AXIS_MAX_TICKS 12
+
+struct px_axis {
+	double lo, hi;   /* the axis range: whole multiples of step */
+	double step;     /* 1, 2 or 5 x 10^k */
+	int n_ticks;     /* ticks at lo, lo + step, ..., hi */
+	bool log;        /* the values are log10 of the data (labels show 10^v) */
+};
+/* A "nice" axis covering [dmin, dmax] with at most max_ticks (3..PX_AXIS_MAX_TICKS) ticks;
+ * integer: steps of at least 1. An empty or constant range is widened around its value. */
+void px_axis_nice(double dmin, double dmax, int max_ticks, bool integer, struct px_axis *ax);
+double px_axis_tick(const struct px_axis *ax, int i);   /* tick i (exactly 0 near 0) */
+/* The text of tick value v: as many decimals as the step needs ("0.25", "3", "2.0e+07"). */
+void px_axis_label(const struct px_axis *ax, double v, char *buf, size_t n);
+
+struct px_series {
+	const char *name;   /* legend text, NULL: not in the legend */
+	const double *x;    /* NULL: 1, 2, ..., n */
+	const double *y;
+	int n;
+	int color;          /* palette index (px_chart_color) */
+	bool dashed;
+};
+
+struct px_line_chart {
+	const char *title, *x_title, *y_title;
+	int width, height;  /* 0: 560 x 300 */
+	bool log_y;         /* log10 y axis: values <= 0 become gaps */
+	bool x_integer;     /* x ticks at whole numbers (epochs) */
+	const struct px_series *series;
+	int n_series;
+};
+char *px_chart_line_svg(const struct px_line_chart *c);
+/* Heat map of m[rows][cols] with a colour bar over the finite values (anchored at 0 when none
+ * is negative); labels NULL or one per row / column; non-finite cells are grey. */
+char *px_chart_heatmap_svg(const float *m, int rows, int cols, const char *const *row_labels,
+			   const char *const *col_labels, const char *title, const char *x_title,
+			   const char *y_title);
+/* Append s (NULL: nothing) escaped for HTML text and attribute values: & < > " ' as
+ * entities, invalid UTF-8 and control characters other than \n and \t as U+FFFD, \r dropped. */
+void px_sbuf_add_html(struct px_sbuf *b, const char *s);
+char *px_html_escape(const char *s);   /* the same into a new string; caller frees */
+const char *px_chart_color(int i);     /* "#1f77b4", ... (ten colours, cycling) */
+
+/* ------------------------------------------------------------------ report.c */
+/* The host services of ABI 1.1 (plugin.h), filled into struct px_host by px_registry_new.
+ * They act only while the registry's figure pass runs (r->figures != NULL). */
+const struct px_figure_batch *px_host_figure_batch(const struct px_host *h);
+int px_host_figure_image(const struct px_host *h, const char *node, const char *title,
+			 int width, int height, int channels, const unsigned char *pixels);
+int px_host_figure_heatmap(const struct px_host *h, const char *node, const char *title,
+			   const float *m, int rows, int cols, const char *const *row_labels,
+			   const char *const *col_labels, const char *x_title, const char *y_title);
+int px_host_figure_series(const struct px_host *h, const char *node, const char *title,
+			  const char *x_title, const char *y_title, const double *y, int n);
+
+/* The end of px_train. train_rc == 0: evaluates the final metrics (test split, else val),
+ * runs the figure pass (one batch in evaluation mode with the figure services on, then its
+ * backward for the per-step series layers report), and writes run_dir/summary.json,
+ * run_dir/figures/ and run_dir/report.html; returns 0 or the failure. train_rc != 0: writes
+ * summary.json and report.html showing err's message (best effort) and returns train_rc with
+ * err untouched. */
+int px_report_train_end(struct px_session *s, const char *run_dir, int train_rc,
+			struct px_error *err);
+/* Render report.html from run directories (metrics.csv, summary.json, pipeline.yaml,
+ * figures/): one run, or n > 1 runs with their curves overlaid. out NULL: the first run's
+ * report.html. */
+int px_report_write(const char *const *run_dirs, int n, const char *out, struct px_error *err);
 
 #endif

@@ -215,6 +215,7 @@ int px_model_build(struct px_registry *reg, const struct px_pipeline *pl,
 			goto fail;
 		}
 		n->ops = n->entry->ops;
+		n->rng_salt = px_hash64(ns->name, strlen(ns->name), 0x5eed);
 		n->owner = px_asprintf("node '%s' (%s)", ns->name, ns->kind);
 		if (!n->owner) {
 			rc = px_error_set(err, PX_ERR_NOMEM, "out of memory");
@@ -222,6 +223,10 @@ int px_model_build(struct px_registry *reg, const struct px_pipeline *pl,
 		}
 		if ((rc = wire(m, i, err)))
 			goto fail;
+		int np = n_ports(n->ops->inputs);
+		for (int k = 0; k < n->n_in; k++)
+			n->label_needed |= n->in[k].node == -1 && n->in[k].port == 1 &&
+					   !(n->ops->inputs[k < np ? k : np - 1].flags & PX_PORT_OPTIONAL);
 		rc = px_config_from_raw(n->ops->schema, &ns->opts, pl->file, n->owner, skip_ports,
 					(void *)n->ops->inputs, &data->vars, &n->cfg, err);
 		if (rc)
@@ -321,13 +326,13 @@ int px_model_forward(struct px_model *m, const struct px_tensor *x, const struct
 		struct px_node *n = &m->nodes[i];
 		for (int k = 0; k < n->n_in; k++)
 			n->in_t[k] = n->in[k].node == UNCONNECTED ? NULL : px_model_output(m, n->in[k]);
-		for (int k = 0; k < n->n_in; k++)
-			if (n->in[k].node == -1 && n->in[k].port == 1 && !y && !(n->ops->inputs[k < n_ports(n->ops->inputs) ? k : 0].flags & PX_PORT_OPTIONAL))
-				return px_error_set(err, PX_ERR_INVALID, "%s needs the label, which this data has not", n->owner);
+		if (n->label_needed && !y)
+			return px_error_set(err, PX_ERR_INVALID, "%s needs the label, which this data has not",
+					    n->owner);
 		memset(n->out_t, 0, sizeof n->out_t);
 		memset(n->d_out_t, 0, sizeof n->d_out_t);
-		struct px_rng rng;
-		px_rng_seed_label(&rng, m->seed ^ ((uint64_t)m->step * 0x9e3779b97f4a7c15ull), n->name);
+		struct px_rng rng;  /* a stream per (seed, step, node): independent of history */
+		px_rng_seed(&rng, m->seed ^ ((uint64_t)m->step * 0x9e3779b97f4a7c15ull) ^ n->rng_salt);
 		struct px_fwd f = {
 			.n_in = n->n_in, .in = n->in_t, .out = n->out_t, .arena = m->step_arena,
 			.rng = &rng, .train = train,

@@ -230,7 +230,7 @@ START_TEST(test_plugin_refusals_name_the_file_and_reason_and_the_rest_load)
 	int maj = 0, min = 0;
 	ck_assert_int_eq(sscanf(strstr(r.out, "(ABI "), "(ABI %d.%d)", &maj, &min), 2);
 	char w0[128], w1[128], w2[160];
-	snprintf(w0, sizeof w0, "fake-major.so: plugin ABI 99.0 vs host ABI %d.%d", maj, min);
+	snprintf(w0, sizeof w0, "fake-major.so: plugin ABI 99.%d vs host ABI %d.%d", min, maj, min);
 	snprintf(w1, sizeof w1, "fake-minor.so: plugin ABI %d.99 vs host ABI %d.%d", maj, maj, min);
 	snprintf(w2, sizeof w2, "fake-null.so: px_plugin_entry returned NULL (the plugin refused host ABI %d.%d)", maj, min);
 	ck_assert_int_eq(run_plexus(&r, "plugins", "--plugin-path", dir, NULL), 0);

@@ -4,7 +4,8 @@
  *
  *   plexus-bench-recurrent [-t THREADS] [-p PLUGIN_ROOT] [-s STEPS] [FILTER]
  *
- * PLUGIN_ROOT holds <name>/px-<name>.so (default: $PLEXUS_BUILD/plugins, else the plugins
+ * Besides wall time it prints the CPU time of all threads per step (on a busy machine, with one
+ * thread, the better guide). PLUGIN_ROOT holds <name>/px-<name>.so (default: $PLEXUS_BUILD/plugins, else the plugins
  * folder next to this program's folder in the build tree). A training step is forward, a
  * linear head on the last step with cross-entropy, backward and an SGD update (lr 0.01). */
 #include <limits.h>
@@ -48,11 +49,22 @@ static const struct px_layer_ops *load_layer(const char *kind)
 	return NULL;
 }
 
-static double now(void)
+static double clock_s(clockid_t id)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double now(void)
+{
+	return clock_s(CLOCK_MONOTONIC);
+}
+
+/* CPU time of all threads: on a busy machine, with one thread, a better guide than wall time */
+static double cpu_now(void)
+{
+	return clock_s(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 /* GFLOP/s of C = A B for 1024x1024 matrices, as numpy's a @ b in torch_anchor.py */
@@ -154,10 +166,12 @@ static int run(const struct workload *wl, int steps)
 	struct px_tensor *dseq = NULL;
 	float w[CLASSES * 2 * H], bias[CLASSES], dw[CLASSES * 2 * H], db[CLASSES];
 	int np = px_layer_inst_n_params(li);
-	double t0 = 0, loss = 0;
+	double t0 = 0, c0 = 0, loss = 0;
 	for (int s = 0; s < steps + 3; s++) {
-		if (s == 3)
+		if (s == 3) {
 			t0 = now();
+			c0 = cpu_now();
+		}
 		if (px_layer_inst_forward(li, ins, wl->train, &err)) {
 			fprintf(stderr, "%s: %s\n", wl->name, err.msg);
 			px_layer_inst_free(li);
@@ -186,13 +200,14 @@ static int run(const struct workload *wl, int steps)
 			px_axpy(px_tensor_numel(p->value), -0.01f, p->grad->data, p->value->data);
 		}
 	}
-	double dt = (now() - t0) / steps;
+	double dt = (now() - t0) / steps, cpu = (cpu_now() - c0) / steps;
 	char gf[32] = "-";
 	if (wl->gates) {
 		double flops = (wl->train ? 3.0 : 1.0) * 2 * B * T * wl->gates * (double)H * (IN + H);
 		snprintf(gf, sizeof gf, "%.1f GFLOP/s", flops / dt / 1e9);
 	}
 	printf("%s\t%.2f ms/step\t%.0f items/s\t%s", wl->name, dt * 1e3, B * T / dt, gf);
+	printf("\tcpu %.2f ms/step", cpu * 1e3);
 	if (wl->train)
 		printf("\tloss %.3f", loss);
 	printf("\n");

@@ -894,10 +894,10 @@ static int team_threads(void)
  * 8 units split unevenly; B = 20 pads to 32 lanes. */
 static float *run_everything(const char *kind, const char *extra, int threads, int64_t *n)
 {
-	int64_t B = 20, T = 4, F = 3, H = 184;
+	int64_t B = 20, T = 3, F = 3, H = 184;
 	static int32_t lens[20];
 	for (int b = 0; b < 20; b++)
-		lens[b] = 1 + b % 4;
+		lens[b] = 1 + b % 3;
 	char opts[128];
 	snprintf(opts, sizeof opts, "hidden: %lld, bidirectional: true%s", (long long)H, extra);
 	px_set_threads(threads);

@@ -29,19 +29,32 @@ static int64_t acc_floats(const struct px_rec_kind *k, int64_t P)
 
 /* ------------------------------------------------------------------ step kernels */
 
-/* acc[i][:] (+)= sum_k w[i][k*ws] v[k][:], plain C (any row count, any CPU) */
+/* acc[i][:] (+)= sum_k w[i][k*ws] v[k][:] in plain C for any CPU: blocks of 4 rows x 16 lanes
+ * whose sums stay in registers once the lane loop is vectorized */
 PX_REC_SIMD static void mm_generic(int64_t rows, const float *const *w, int64_t ws, int64_t K,
 				   const float *v, int64_t ldv, int64_t P, float *acc, bool add)
 {
-	for (int64_t i = 0; i < rows; i++) {
-		float *a = acc + i * P;
-		if (!add)
-			memset(a, 0, (size_t)P * sizeof(float));
-		for (int64_t k = 0; k < K; k++) {
-			float wk = w[i][k * ws];
-			const float *vk = v + k * ldv;
-			for (int64_t p = 0; p < P; p++)
-				a[p] += wk * vk[p];
+	for (int64_t i0 = 0; i0 < rows; i0 += 4) {
+		int64_t nr = rows - i0 < 4 ? rows - i0 : 4;
+		const float *w0 = w[i0], *w1 = w[i0 + (nr > 1)], *w2 = w[i0 + (nr > 2) * 2];
+		const float *w3 = w[i0 + (nr > 3) * 3];  /* missing rows repeat row 0, unused */
+		for (int64_t p0 = 0; p0 < P; p0 += 16) {
+			float a[4][16] = {{0}};
+			const float *vk = v + p0;
+			for (int64_t k = 0, o = 0; k < K; k++, o += ws, vk += ldv) {
+				float b0 = w0[o], b1 = w1[o], b2 = w2[o], b3 = w3[o];
+				for (int q = 0; q < 16; q++) {
+					a[0][q] += b0 * vk[q];
+					a[1][q] += b1 * vk[q];
+					a[2][q] += b2 * vk[q];
+					a[3][q] += b3 * vk[q];
+				}
+			}
+			for (int64_t i = 0; i < nr; i++)
+				for (int q = 0; q < 16; q++) {
+					float *d = acc + (i0 + i) * P + p0 + q;
+					*d = add ? *d + a[i][q] : a[i][q];
+				}
 		}
 	}
 }
@@ -334,6 +347,15 @@ void px_rec_sync(const struct px_rec_run *r, int tid)
 	}
 }
 
+int64_t px_rec_hh_cols(const struct px_rec_run *r, int64_t j0, int64_t n, int64_t n0,
+		       const float **w)
+{
+	int64_t GH = r->cfg->kind->gates * r->H;
+	for (int64_t u = 0; u < n; u++)
+		w[u] = r->wt ? r->wt + (j0 + u) * GH + n0 : r->w_hh + n0 * r->H + j0 + u;
+	return r->wt ? 1 : r->H;
+}
+
 void px_rec_units(const struct px_rec_run *r, int tid, int64_t *j0, int64_t *j1)
 {
 	int64_t tiles = (r->H + PX_REC_TILE - 1) / PX_REC_TILE;
@@ -420,6 +442,29 @@ static float *arena_zfloats(struct px_arena *a, int64_t n)
 	return px_arena_zalloc(a, (size_t)(n > 0 ? n : 1) * sizeof(float));
 }
 
+/* Zeros lanes [B, P) of every step of a [rows][T*P] matrix. */
+static void zero_padding(float *m, int64_t rows, int64_t T, int64_t P, int64_t B)
+{
+	for (int64_t i = 0; B < P && i < rows * T; i++)
+		memset(m + i * P + B, 0, (size_t)(P - B) * sizeof(float));
+}
+
+/* A tensor whose data the caller fills completely (px_tensor_new would zero it first). */
+static struct px_tensor *tensor_raw(struct px_arena *a, int ndim, const int64_t *shape)
+{
+	struct px_tensor *t = px_arena_alloc(a, sizeof *t);
+	int64_t n = 1;
+	for (int i = 0; i < ndim; i++)
+		n *= shape[i];
+	if (!t || !(t->data = arena_floats(a, n)))
+		return NULL;
+	t->ndim = ndim;
+	t->lengths = NULL;
+	for (int i = 0; i < PX_MAX_DIMS; i++)
+		t->shape[i] = i < ndim ? shape[i] : 0;
+	return t;
+}
+
 /* ------------------------------------------------------------------ running a lane */
 
 static void lane_fwd_job(void *ctx, int tid)
@@ -447,7 +492,10 @@ static void lane_bwd_job(void *ctx, int tid)
 {
 	const struct bwd_job *j = ctx;
 	const struct px_rec_run *r = j->r;
-	int64_t T = r->T, t = 0;
+	int64_t T = r->T, t = 0, u0, u1, H = r->H, GH = r->cfg->kind->gates * H;
+	px_rec_units(r, tid, &u0, &u1);
+	if (r->wt && u1 > u0)  /* the W_hh^T rows of own units */
+		transpose(r->w_hh + u0, GH, u1 - u0, H, r->wt + u0 * GH, GH, false);
 	for (int64_t s = T - 1; s >= 0; s--) {
 		t = r->rev ? T - 1 - s : s;
 		bool first = s == T - 1;
@@ -456,11 +504,10 @@ static void lane_bwd_job(void *ctx, int tid)
 	}
 	if (!j->want_init || T == 0)
 		return;
-	int64_t j0, j1, P = r->P;
+	int64_t P = r->P;
 	float *acc = r->acc + tid * r->acc_floats;
-	px_rec_units(r, tid, &j0, &j1);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+	for (int64_t a = u0; a < u1; a += PX_REC_TILE) {
+		int64_t n = u1 - a < PX_REC_TILE ? u1 - a : PX_REC_TILE;
 		r->cfg->kind->grad_state(r, t, a, n, acc);
 		for (int64_t i = 0; i < n * P; i++)
 			r->ch[a * P + i] += acc[i];
@@ -811,7 +858,7 @@ static int forward_setup(struct px_rec *r, const struct px_tensor *x, struct px_
 	r->mask = arena_zfloats(a, T * P);
 	r->bias = arena_floats(a, r->layers * r->dirs * r->gates * r->hidden);
 	r->acc = arena_floats(a, r->threads * acc_floats(r->cfg.kind, P));
-	r->x[0] = arena_zfloats(a, r->input * T * P);
+	r->x[0] = arena_floats(a, r->input * T * P);
 	if (!r->mask || !r->bias || !r->acc || !r->x[0])
 		return PX_ERR_NOMEM;
 	for (int64_t t = 0; t < T; t++)
@@ -820,6 +867,7 @@ static int forward_setup(struct px_rec *r, const struct px_tensor *x, struct px_
 	for (int64_t t = 0; t < T; t++)  /* x [B][T][F] -> [F][T*P] */
 		transpose(x->data + t * r->input, B, r->input, T * r->input, r->x[0] + t * P, T * P,
 			  false);
+	zero_padding(r->x[0], r->input, T, P, B);
 	return 0;
 }
 
@@ -866,7 +914,7 @@ int px_rec_forward(void *self, struct px_fwd *f, struct px_error *err)
 		r->x[l + 1] = Y;
 	}
 
-	struct px_tensor *seq = px_tensor_new3(a, B, T, DH);
+	struct px_tensor *seq = tensor_raw(a, 3, (int64_t[]){B, T, DH});
 	struct px_tensor *state = px_tensor_new3(a, B, nl, H);
 	struct px_tensor *cell = r->n_state > 1 ? px_tensor_new3(a, B, nl, H) : NULL;
 	if (!seq || !state || (r->n_state > 1 && !cell))
@@ -972,8 +1020,12 @@ static int lane_backward(struct px_rec *r, int64_t l, int64_t d, const float *dY
 	run.dgh = k->uses_dgh(&r->cfg) ? arena_floats(a, H * T * P) : NULL;
 	run.ch = arena_zfloats(a, H * P);
 	run.cc = r->n_state > 1 ? arena_zfloats(a, H * P) : NULL;
+	run.blk[0] = arena_floats(a, GH * P);
+	run.blk[1] = arena_floats(a, GH * P);
+	run.wt = arena_floats(a, H * GH);
 	run.sq = sq;
-	if (!run.dg || (k->uses_dgh(&r->cfg) && !run.dgh) || !run.ch || (r->n_state > 1 && !run.cc))
+	if (!run.dg || (k->uses_dgh(&r->cfg) && !run.dgh) || !run.ch || (r->n_state > 1 && !run.cc) ||
+	    !run.blk[0] || !run.blk[1] || !run.wt)
 		return PX_ERR_NOMEM;
 	/* the final states' gradients start the recurrence */
 	for (int s = 0; s < r->n_state; s++) {
@@ -997,7 +1049,7 @@ static int lane_backward(struct px_rec *r, int64_t l, int64_t d, const float *dY
 	k->grad_hh(&run, r->w_hh[ld]->grad->data, r->b_hh[ld]->grad->data);
 	if (dX)
 		px_gemm(true, false, F, T * P, GH, 1.0f, r->w_ih[ld]->value->data, F, run.dg, T * P,
-			1.0f, dX, T * P);
+			d ? 1.0f : 0.0f, dX, T * P);
 	return 0;
 }
 
@@ -1007,7 +1059,7 @@ int px_rec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 	const struct px_rec_kind *k = r->cfg.kind;
 	struct px_arena *a = bw->arena;
 	int64_t B = r->batch, T = r->steps, P = r->P, H = r->hidden, DH = r->dirs * H;
-	float *dY = arena_zfloats(a, DH * T * P);
+	float *dY = arena_floats(a, DH * T * P);
 	double *sq = bw->report ? px_arena_zalloc(a, (size_t)(r->threads * (T ? T : 1)) *
 						   sizeof(double)) : NULL;
 	if (!dY || (bw->report && !sq))
@@ -1016,11 +1068,13 @@ int px_rec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 	const struct px_tensor *d_seq = bw->d_out[OUT_SEQ], *d_out = bw->d_out[OUT_OUT];
 	const float *top = d_seq ? d_seq->data : NULL;
 	if (d_out) {
-		float *sum = arena_zfloats(a, B * T * DH);
+		float *sum = arena_floats(a, B * T * DH);
 		if (!sum)
 			goto nomem;
 		if (d_seq)
 			memcpy(sum, d_seq->data, (size_t)(B * T * DH) * sizeof(float));
+		else
+			memset(sum, 0, (size_t)(B * T * DH) * sizeof(float));
 		if (r->readout == RO_SEQUENCE)
 			for (int64_t i = 0; i < B * T * DH; i++)
 				sum[i] += d_out->data[i];
@@ -1030,13 +1084,17 @@ int px_rec_backward(void *self, struct px_bwd *bw, struct px_error *err)
 	}
 	for (int64_t t = 0; top && t < T; t++)
 		transpose(top + t * DH, B, DH, T * DH, dY + t * P, T * P, false);
+	if (top)
+		zero_padding(dY, DH, T, P, B);
+	else
+		memset(dY, 0, (size_t)(DH * T * P) * sizeof(float));
 
 	struct px_tensor *d_x = bw->d_in[IN_X];
 	for (int64_t l = r->layers - 1; l >= 0; l--) {
 		int64_t F = l == 0 ? r->input : DH;
 		float *dX = NULL;
 		if (l > 0 || d_x) {
-			dX = arena_zfloats(a, F * T * P);
+			dX = arena_floats(a, F * T * P);  /* the first direction sets it */
 			if (!dX)
 				goto nomem;
 		}
@@ -1072,7 +1130,7 @@ struct px_rec_cell {
 	enum px_rec_isa isa;
 	struct px_param *w_ih, *w_hh, *b_ih, *b_hh;
 	/* scratch for CELL_LANES lanes (malloc'ed at create): */
-	float *buf, *bias, *xt, *s, *c, *y, *dy, *mask, *dg, *dgh, *ch, *cc, *acc;
+	float *buf, *bias, *xt, *s, *c, *y, *dy, *mask, *dg, *dgh, *ch, *cc, *acc, *blk;
 };
 
 int px_rec_cell_create(const struct px_rec_kind *kind, struct px_build *b, const char *prefix,
@@ -1102,19 +1160,19 @@ int px_rec_cell_create(const struct px_rec_kind *kind, struct px_build *b, const
 		if ((rc = declare(b, nm, GH, cols[i], bound, dst[i], err)))
 			goto fail;
 	}
-	int64_t sizes[12] = {GH, input * L, 2 * H * L, 2 * H * L, H * L, H * L, L, GH * L,
-			     H * L, H * L, H * L, acc_floats(kind, L)};
-	float **ptrs[12] = {&c->bias, &c->xt, &c->s, &c->c, &c->y, &c->dy, &c->mask, &c->dg,
-			    &c->dgh, &c->ch, &c->cc, &c->acc};
+	int64_t sizes[13] = {GH, input * L, 2 * H * L, 2 * H * L, H * L, H * L, L, GH * L,
+			     H * L, H * L, H * L, acc_floats(kind, L), GH * L};
+	float **ptrs[13] = {&c->bias, &c->xt, &c->s, &c->c, &c->y, &c->dy, &c->mask, &c->dg,
+			    &c->dgh, &c->ch, &c->cc, &c->acc, &c->blk};
 	int64_t total = 0;
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < 13; i++)
 		total += (sizes[i] + 15) / 16 * 16;
 	c->buf = calloc((size_t)total, sizeof(float));
 	if (!c->buf) {
 		rc = px_error_set(err, PX_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
-	for (int64_t i = 0, o = 0; i < 12; o += (sizes[i] + 15) / 16 * 16, i++)
+	for (int64_t i = 0, o = 0; i < 13; o += (sizes[i] + 15) / 16 * 16, i++)
 		*ptrs[i] = c->buf + o;
 	*self = c;
 	return 0;
@@ -1157,7 +1215,8 @@ static void cell_load(struct px_rec_cell *c, int64_t batch, int64_t b0, int64_t 
 		.w_hh = c->w_hh->value->data, .b_hh = c->b_hh->value->data, .bias = c->bias,
 		.g = chunk, .aux = k->uses_aux(&c->cfg) ? chunk + GH * L : NULL, .h = c->s,
 		.c = k->n_state > 1 ? c->c : NULL, .y = c->y, .dy = c->dy, .dg = c->dg,
-		.dgh = c->dgh, .ch = c->ch, .cc = k->n_state > 1 ? c->cc : NULL, .isa = c->isa,
+		.dgh = c->dgh, .blk = {c->blk, c->blk}, .ch = c->ch,
+		.cc = k->n_state > 1 ? c->cc : NULL, .isa = c->isa,
 		.threads = 1, .acc = c->acc, .acc_floats = acc_floats(k, L),
 	};
 	int64_t fold = k->folded_hh_bias(&c->cfg);

@@ -63,6 +63,10 @@ struct px_rec_run {
 	const float *dy; /* [H] rows: dLoss/dy, or NULL */
 	float *dg;     /* [G*H] rows: dLoss/d(gate pre-activations), input side */
 	float *dgh;    /* [H] rows, gru (reset_after): dLoss/d(W_hn h + b_hn) */
+	float *blk[2]; /* [G*H][P] each: the hidden-side gate gradients of step t in blk[t & 1],
+			* contiguous for the next step's kernel (lstm, rnn: dg; gru: dr, dz, dq or
+			* dr, dz, dn') */
+	float *wt;     /* [H][G*H]: W_hh transposed for the backward kernels, or NULL */
 	float *ch, *cc;/* [H][P]: the gradient of the state after the step being processed that
 			* does not come through W_hh (final-state gradients, padding pass-through,
 			* gru's z*dh); each backward step turns it into the one before the step */
@@ -92,6 +96,10 @@ static inline int64_t px_rec_later(const struct px_rec_run *r, int64_t t)
 	return r->rev ? t - 1 : t + 1;
 }
 
+/* Sets w[u] to the start of column j0+u of W_hh from gate row n0 on (for u < n); returns
+ * the stride between its elements (1 when W_hh^T is packed in wt). */
+int64_t px_rec_hh_cols(const struct px_rec_run *r, int64_t j0, int64_t n, int64_t n0,
+		       const float **w);
 /* Units [*j0, *j1) of thread tid (tile-aligned). */
 void px_rec_units(const struct px_rec_run *r, int tid, int64_t *j0, int64_t *j1);
 /* acc[i][0:P] (+)= sum_k w[i][k*ws] * v[k*ldv + 0:P] for i < rows; P a multiple of 16. */

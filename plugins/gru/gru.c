@@ -57,14 +57,16 @@ PX_REC_SIMD static void gru_lanes(int64_t P, const float *restrict a, float *res
 }
 
 /* dn' = dh(1-z)(1-n²); dz' = dh(h_prev-n)z(1-z); dq = dn'*r; dr' = dn'*q*r(1-r);
- * carry (less the W_hh path) = dh*z. dh: in: the W_hh path, out: dLoss/dh_t. */
+ * carry (less the W_hh path) = dh*z. dh: in: the W_hh path, out: dLoss/dh_t. The hidden-side
+ * gradients dr', dz', dq also go to the step block (br, bz, bq). */
 PX_REC_SIMD static void gru_lanes_backward(int64_t P, float *restrict dh,
 					   const float *restrict gr, const float *restrict gz,
 					   const float *restrict gn, const float *restrict q,
 					   const float *restrict hp, const float *restrict m,
 					   const float *restrict dy, float *restrict ch,
 					   float *restrict dr, float *restrict dz, float *restrict dn,
-					   float *restrict dq)
+					   float *restrict dq, float *restrict br, float *restrict bz,
+					   float *restrict bq)
 {
 	for (int64_t p = 0; p < P; p++) {
 		bool v = m[p] != 0.0f;
@@ -72,9 +74,9 @@ PX_REC_SIMD static void gru_lanes_backward(int64_t P, float *restrict dh,
 		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f);
 		float dnp = d * (1.0f - z) * (1.0f - n * n);
 		dn[p] = v ? dnp : 0.0f;
-		dz[p] = v ? d * (hp[p] - n) * z * (1.0f - z) : 0.0f;
-		dq[p] = v ? dnp * r : 0.0f;
-		dr[p] = v ? dnp * q[p] * r * (1.0f - r) : 0.0f;
+		dz[p] = bz[p] = v ? d * (hp[p] - n) * z * (1.0f - z) : 0.0f;
+		dq[p] = bq[p] = v ? dnp * r : 0.0f;
+		dr[p] = br[p] = v ? dnp * q[p] * r * (1.0f - r) : 0.0f;
 		ch[p] = v ? d * z : d;
 		dh[p] = d;
 	}
@@ -116,14 +118,15 @@ PX_REC_SIMD static void gru0_lanes_backward_zn(int64_t P, float *restrict dh,
 					       const float *restrict gz, const float *restrict gn,
 					       const float *restrict hp, const float *restrict m,
 					       const float *restrict dy, float *restrict ch,
-					       float *restrict dz, float *restrict dn)
+					       float *restrict dz, float *restrict dn,
+					       float *restrict bz, float *restrict bn)
 {
 	for (int64_t p = 0; p < P; p++) {
 		bool v = m[p] != 0.0f;
 		float z = gz[p], n = gn[p];
 		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f);
-		dn[p] = v ? d * (1.0f - z) * (1.0f - n * n) : 0.0f;
-		dz[p] = v ? d * (hp[p] - n) * z * (1.0f - z) : 0.0f;
+		dn[p] = bn[p] = v ? d * (1.0f - z) * (1.0f - n * n) : 0.0f;
+		dz[p] = bz[p] = v ? d * (hp[p] - n) * z * (1.0f - z) : 0.0f;
 		ch[p] = v ? d * z : d;
 		dh[p] = d;
 	}
@@ -133,12 +136,12 @@ PX_REC_SIMD static void gru0_lanes_backward_zn(int64_t P, float *restrict dh,
 PX_REC_SIMD static void gru0_lanes_backward_r(int64_t P, const float *restrict a,
 					      const float *restrict gr, const float *restrict hp,
 					      const float *restrict m, float *restrict ch,
-					      float *restrict dr)
+					      float *restrict dr, float *restrict br)
 {
 	for (int64_t p = 0; p < P; p++) {
 		bool v = m[p] != 0.0f;
 		float r = gr[p];
-		dr[p] = v ? a[p] * hp[p] * r * (1.0f - r) : 0.0f;
+		dr[p] = br[p] = v ? a[p] * hp[p] * r * (1.0f - r) : 0.0f;
 		ch[p] += v ? a[p] * r : 0.0f;
 	}
 }
@@ -198,23 +201,17 @@ static void gru_step(const struct px_rec_run *r, int64_t t, int tid)
 static void gru_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, int64_t n,
 			   float *acc)
 {
-	int64_t H = r->H, P = r->P;
 	const float *w[PX_REC_TILE] = {NULL};
-	for (int64_t u = 0; u < n; u++)
-		w[u] = r->w_hh + j0 + u;
-	px_rec_mm(r, n, w, H, 2 * H, r->dg + t * P, r->ld, acc, false);
-	if (!r->cfg->reset_after)
-		return;
-	for (int64_t u = 0; u < n; u++)
-		w[u] = r->w_hh + 2 * H * H + j0 + u;
-	px_rec_mm(r, n, w, H, H, r->dgh + t * P, r->ld, acc, true);
+	int64_t ws = px_rec_hh_cols(r, j0, n, 0, w);
+	px_rec_mm(r, n, w, ws, (r->cfg->reset_after ? 3 : 2) * r->H, r->blk[t & 1], r->P, acc,
+		  false);
 }
 
 static void gru_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
 			      int tid)
 {
 	int64_t H = r->H, P = r->P, ld = r->ld, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P;
+	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P, *blk = r->blk[t & 1];
 	const float *g = r->g + t * P, *aux = r->aux + t * P, *m = r->mask + t * P;
 	const float *hp = r->h + px_rec_prev(r, t) * P, *dy = r->dy + t * P;
 	px_rec_units(r, tid, &j0, &j1);
@@ -232,12 +229,14 @@ static void gru_step_backward(const struct px_rec_run *r, int64_t t, bool first,
 						   g + (2 * H + j) * ld, aux + j * ld, hp + j * r->lds,
 						   m, dy + j * ld, r->ch + j * P, dg + j * ld,
 						   dg + (H + j) * ld, dg + (2 * H + j) * ld,
-						   r->dgh + j * ld + t * P);
+						   r->dgh + j * ld + t * P, blk + j * P,
+						   blk + (H + j) * P, blk + (2 * H + j) * P);
 			else
 				gru0_lanes_backward_zn(P, acc + u * P, g + (H + j) * ld,
 						       g + (2 * H + j) * ld, hp + j * r->lds, m,
 						       dy + j * ld, r->ch + j * P, dg + (H + j) * ld,
-						       dg + (2 * H + j) * ld);
+						       dg + (2 * H + j) * ld, blk + (H + j) * P,
+						       blk + (2 * H + j) * P);
 		}
 		for (int64_t i = 0; r->sq && i < n * P; i++)
 			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
@@ -249,12 +248,11 @@ static void gru_step_backward(const struct px_rec_run *r, int64_t t, bool first,
 	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
 		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
 		const float *w[PX_REC_TILE] = {NULL};
-		for (int64_t u = 0; u < n; u++)
-			w[u] = r->w_hh + 2 * H * H + a + u;
-		px_rec_mm(r, n, w, H, H, dg + 2 * H * ld, ld, acc, false);
+		int64_t ws = px_rec_hh_cols(r, a, n, 2 * H, w);
+		px_rec_mm(r, n, w, ws, H, blk + 2 * H * P, P, acc, false);
 		for (int64_t u = 0, j = a; u < n; u++, j++)
 			gru0_lanes_backward_r(P, acc + u * P, g + j * ld, hp + j * r->lds, m,
-					      r->ch + j * P, dg + j * ld);
+					      r->ch + j * P, dg + j * ld, blk + j * P);
 	}
 }
 

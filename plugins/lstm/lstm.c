@@ -59,24 +59,27 @@ PX_REC_SIMD static void lstm_lanes(int64_t P, const float *restrict a, float *re
 
 /* dh = carry + W_hh path + dy; dc' = dc + dh*o*(1-tanh²c); di = dc'*g; df = dc'*c_prev;
  * dg = dc'*i; do = dh*tanh(c); carries: dh_prev (less W_hh path) = 0, dc_prev = dc'*f.
- * dh: in: the W_hh path, out: dLoss/dh_t. Padding lanes pass the carries through. */
+ * dh: in: the W_hh path, out: dLoss/dh_t. Padding lanes pass the carries through. The gate
+ * gradients go to the sequence matrix (di..dgo) and to the step block (bi..bo). */
 PX_REC_SIMD static void lstm_lanes_backward(int64_t P, float *restrict dh,
 					    const float *restrict gi, const float *restrict gf,
 					    const float *restrict gg, const float *restrict go,
 					    const float *restrict cp, const float *restrict tc,
 					    const float *restrict m, const float *restrict dy,
 					    float *restrict ch, float *restrict cc, float *restrict di,
-					    float *restrict df, float *restrict dgg, float *restrict dgo)
+					    float *restrict df, float *restrict dgg, float *restrict dgo,
+					    float *restrict bi, float *restrict bf, float *restrict bg,
+					    float *restrict bo)
 {
 	for (int64_t p = 0; p < P; p++) {
 		bool v = m[p] != 0.0f;
 		float i = gi[p], f = gf[p], g = gg[p], o = go[p], t = tc[p];
 		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f);
 		float dc = cc[p] + d * o * (1.0f - t * t);
-		di[p] = v ? dc * g * i * (1.0f - i) : 0.0f;
-		df[p] = v ? dc * cp[p] * f * (1.0f - f) : 0.0f;
-		dgg[p] = v ? dc * i * (1.0f - g * g) : 0.0f;
-		dgo[p] = v ? d * t * o * (1.0f - o) : 0.0f;
+		di[p] = bi[p] = v ? dc * g * i * (1.0f - i) : 0.0f;
+		df[p] = bf[p] = v ? dc * cp[p] * f * (1.0f - f) : 0.0f;
+		dgg[p] = bg[p] = v ? dc * i * (1.0f - g * g) : 0.0f;
+		dgo[p] = bo[p] = v ? d * t * o * (1.0f - o) : 0.0f;
 		ch[p] = v ? 0.0f : d;
 		cc[p] = v ? dc * f : cc[p];
 		dh[p] = d;
@@ -112,16 +115,15 @@ static void lstm_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, i
 			    float *acc)
 {
 	const float *w[PX_REC_TILE] = {NULL};
-	for (int64_t u = 0; u < n; u++)
-		w[u] = r->w_hh + j0 + u;
-	px_rec_mm(r, n, w, r->H, 4 * r->H, r->dg + t * r->P, r->ld, acc, false);
+	int64_t ws = px_rec_hh_cols(r, j0, n, 0, w);
+	px_rec_mm(r, n, w, ws, 4 * r->H, r->blk[t & 1], r->P, acc, false);
 }
 
 static void lstm_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
 			       int tid)
 {
 	int64_t H = r->H, P = r->P, ld = r->ld, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P;
+	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P, *blk = r->blk[t & 1];
 	const float *g = r->g + t * P, *cp = r->c + px_rec_prev(r, t) * P;
 	px_rec_units(r, tid, &j0, &j1);
 	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
@@ -140,7 +142,8 @@ static void lstm_step_backward(const struct px_rec_run *r, int64_t t, bool first
 					    cp + j * r->lds, r->aux + j * ld + t * P, r->mask + t * P,
 					    r->dy + j * ld + t * P, r->ch + j * P, r->cc + j * P,
 					    dg + j * ld, dg + (H + j) * ld, dg + (2 * H + j) * ld,
-					    dg + (3 * H + j) * ld);
+					    dg + (3 * H + j) * ld, blk + j * P, blk + (H + j) * P,
+					    blk + (2 * H + j) * P, blk + (3 * H + j) * P);
 		for (int64_t i = 0; r->sq && i < n * P; i++)
 			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
 	}

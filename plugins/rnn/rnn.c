@@ -41,14 +41,14 @@ PX_REC_SIMD static void rnn_lanes(int64_t P, bool relu, const float *restrict a,
 PX_REC_SIMD static void rnn_lanes_backward(int64_t P, bool relu, float *restrict dh,
 					   const float *restrict g, const float *restrict m,
 					   const float *restrict dy, float *restrict ch,
-					   float *restrict dg)
+					   float *restrict dg, float *restrict blk)
 {
 	float k = relu ? 1.0f : 0.0f;
 	for (int64_t p = 0; p < P; p++) {
 		bool v = m[p] != 0.0f;
 		float d = ch[p] + dh[p] + (v ? dy[p] : 0.0f), h = g[p];
 		float da = k * (h > 0.0f ? 1.0f : 0.0f) + (1.0f - k) * (1.0f - h * h);
-		dg[p] = v ? d * da : 0.0f;
+		dg[p] = blk[p] = v ? d * da : 0.0f;
 		ch[p] = v ? 0.0f : d;
 		dh[p] = d;
 	}
@@ -79,9 +79,8 @@ static void rnn_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, in
 			   float *acc)
 {
 	const float *w[PX_REC_TILE] = {NULL};
-	for (int64_t u = 0; u < n; u++)
-		w[u] = r->w_hh + j0 + u;
-	px_rec_mm(r, n, w, r->H, r->H, r->dg + t * r->P, r->ld, acc, false);
+	int64_t ws = px_rec_hh_cols(r, j0, n, 0, w);
+	px_rec_mm(r, n, w, ws, r->H, r->blk[t & 1], r->P, acc, false);
 }
 
 static void rnn_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
@@ -101,7 +100,7 @@ static void rnn_step_backward(const struct px_rec_run *r, int64_t t, bool first,
 		for (int64_t u = 0, j = a; u < n; u++, j++)
 			rnn_lanes_backward(P, r->cfg->relu, acc + u * P, r->g + j * ld + t * P,
 					   r->mask + t * P, r->dy + j * ld + t * P, r->ch + j * P,
-					   r->dg + j * ld + t * P);
+					   r->dg + j * ld + t * P, r->blk[t & 1] + j * P);
 		for (int64_t i = 0; r->sq && i < n * P; i++)
 			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
 	}

@@ -28,6 +28,7 @@ static const char usage_text[] =
 	"  reconstruct PIPELINE --checkpoint FILE --grid OUT.png [--count N]\n"
 	"  translate PIPELINE --checkpoint FILE [--beam K]      decode lines from stdin\n"
 	"  attention PIPELINE --checkpoint FILE (--input TEXT | --index N) --out MAP.svg|.png|.csv\n"
+	"  plugin-check FILE.so [KIND] [--set key=value] [--input-shape '3,4,5@4,2,3; -']   conformance checks (docs/plugins.md)\n"
 	"\n"
 	"common options: --plugin-path DIR|FILE, --prefer KIND=PLUGIN, --set key.path=value\n";
 
@@ -521,6 +522,7 @@ static const struct command commands[] = {
 	{"reconstruct", px_cmd_reconstruct, true},
 	{"translate", px_cmd_translate, true},
 	{"attention", px_cmd_attention, true},
+	{"plugin-check", px_cmd_plugin_check, false},
 };
 
 int px_cli_main(int argc, char **argv)
@@ -552,6 +554,7 @@ int px_cli_main(int argc, char **argv)
 		{"count", required_argument, 0, 'k'}, {"beam", required_argument, 0, 'b'},
 		{"out", required_argument, 0, 'O'}, {"index", required_argument, 0, 'x'},
 		{"grad-norms", no_argument, 0, 'G'},
+		{"input-shape", required_argument, 0, 'I'},
 		{0, 0, 0, 0},
 	};
 	optind = 1;
@@ -573,6 +576,7 @@ int px_cli_main(int argc, char **argv)
 		case 'g': c.grid = optarg; break;
 		case 'O': c.out = optarg; break;
 		case 'G': c.grad_norms = true; break;
+		case 'I': c.input_shape = optarg; break;
 		case 'L':
 		case 'k':
 		case 'b':

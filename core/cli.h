@@ -23,6 +23,7 @@ struct cli {
 	int64_t length, count, beam, index;
 	double temperature;
 	bool grad_norms;
+	const char *input_shape;   /* plugin-check --input-shape */
 	const char *args[8];
 	int n_args;
 };
@@ -38,5 +39,6 @@ int px_cmd_score(struct cli *c);
 int px_cmd_reconstruct(struct cli *c);
 int px_cmd_translate(struct cli *c);
 int px_cmd_attention(struct cli *c);
+int px_cmd_plugin_check(struct cli *c);   /* plugin_check.c */
 
 #endif

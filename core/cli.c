@@ -28,6 +28,7 @@ static const char usage_text[] =
 	"  reconstruct PIPELINE --checkpoint FILE --grid OUT.png [--count N]\n"
 	"  translate PIPELINE --checkpoint FILE [--beam K]      decode lines from stdin\n"
 	"  attention PIPELINE --checkpoint FILE (--input TEXT | --index N) --out MAP.svg|.png|.csv\n"
+	"  report RUN_DIR [RUN_DIR ...] [--out FILE]   rebuild report.html; several runs: overlay\n"
 	"  plugin-check FILE.so [KIND] [--set key=value] [--input-shape '3,4,5@4,2,3; -']   conformance checks (docs/plugins.md)\n"
 	"\n"
 	"common options: --plugin-path DIR|FILE, --prefer KIND=PLUGIN, --set key.path=value\n";
@@ -522,6 +523,7 @@ static const struct command commands[] = {
 	{"reconstruct", px_cmd_reconstruct, true},
 	{"translate", px_cmd_translate, true},
 	{"attention", px_cmd_attention, true},
+	{"report", px_cmd_report, false},
 	{"plugin-check", px_cmd_plugin_check, false},
 };
 

@@ -39,6 +39,7 @@ int px_cmd_score(struct cli *c);
 int px_cmd_reconstruct(struct cli *c);
 int px_cmd_translate(struct cli *c);
 int px_cmd_attention(struct cli *c);
+int px_cmd_report(struct cli *c);     /* report.c */
 int px_cmd_plugin_check(struct cli *c);   /* plugin_check.c */
 
 #endif

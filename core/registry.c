@@ -52,6 +52,10 @@ struct px_registry *px_registry_new(void)
 	r->host.version = PX_VERSION;
 	r->host.find_cell = host_find_cell;
 	r->host.priv = r;
+	r->host.figure_batch = px_host_figure_batch;     /* ABI 1.1, report.c */
+	r->host.figure_image = px_host_figure_image;
+	r->host.figure_heatmap = px_host_figure_heatmap;
+	r->host.figure_series = px_host_figure_series;
 	struct px_error err;
 	if (px_registry_load_file(r, NULL, &err)) {  /* the built-ins */
 		px_registry_free(r);

@@ -39,6 +39,8 @@ struct pool {
 	int64_t F, U;
 	struct px_param *w, *b, *v;
 	float *a;          /* tanh(W h_t + b) [B*T, U] of the last forward (step arena) */
+	const struct px_host *host;
+	char node[128];    /* for figures */
 };
 
 static const struct px_param_spec pool_schema[] = {
@@ -70,6 +72,8 @@ static int pool_create(struct px_build *b, void **self, struct px_shape *out,
 		return nomem(err, "attention_pool");
 	p->F = b->in[0].dim[2];
 	p->U = px_config_int(b->cfg, "units");
+	p->host = b->host;
+	snprintf(p->node, sizeof p->node, "%s", b->node);
 	int64_t wshape[2] = {p->U, p->F}, vshape[2] = {1, p->U};
 	if (!(p->w = px_build_param(b, "weight", 2, wshape, err)) ||
 	    !(p->b = px_build_param(b, "bias", 1, &p->U, err)) ||
@@ -104,6 +108,34 @@ static void masked_softmax(const float *e, float *alpha, int64_t len, int64_t n)
 		alpha[t] = 0.0f;
 }
 
+/* Report figure (ABI 1.1, a report's figure pass only): the weights [B,T] as a heat map, one
+ * row per example (labelled with its class when the data has class names). */
+static void pool_figure(const struct pool *p, struct px_arena *a, const struct px_tensor *w)
+{
+	const struct px_host *h = p->host;
+	const struct px_figure_batch *fb = PX_HOST_HAS(h, figure_batch) ? h->figure_batch(h) : NULL;
+	int64_t B = w->shape[0], T = w->shape[1], rows = B < 16 ? B : 16;
+	if (!fb || !PX_HOST_HAS(h, figure_heatmap) || rows < 1 || T < 1 || rows * T > 16384)
+		return;
+	char *text = px_arena_alloc(a, (size_t)(rows + T) * 48);
+	const char **lab = px_arena_alloc(a, (size_t)(rows + T) * sizeof *lab);
+	if (!text || !lab)
+		return;
+	const struct px_tensor *y = fb->y && fb->y->ndim == 1 && fb->y->shape[0] == B ? fb->y : NULL;
+	for (int64_t r = 0; r < rows + T; r++) {
+		int64_t c = r < rows && y && fb->class_names ? (int64_t)y->data[r] : -1;
+		if (r >= rows)
+			snprintf(text + r * 48, 48, "%lld", (long long)(r - rows));
+		else if (c >= 0 && c < fb->n_classes)
+			snprintf(text + r * 48, 48, "%lld: %s", (long long)r, fb->class_names[c]);
+		else
+			snprintf(text + r * 48, 48, "example %lld", (long long)r);
+		lab[r] = text + r * 48;
+	}
+	h->figure_heatmap(h, p->node, "attention weights over time (one row per example)", w->data,
+			  (int)rows, (int)T, lab, lab + rows, "time step", "example");
+}
+
 /* e_t = v^T tanh(W h_t + b); alpha = masked softmax(e); c = sum_t alpha_t h_t */
 static int pool_forward(void *self, struct px_fwd *f, struct px_error *err)
 {
@@ -136,6 +168,8 @@ static int pool_forward(void *self, struct px_fwd *f, struct px_error *err)
 	p->a = a;
 	f->out[0] = c;
 	f->out[1] = w;
+	if (!f->train)
+		pool_figure(p, f->arena, w);
 	return 0;
 }
 

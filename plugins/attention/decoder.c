@@ -79,6 +79,8 @@ struct dec {
 	float *Wq, *Wk, *dWq, *dWk;
 	int64_t ldq, ldk;
 	struct tf_cache tf;
+	const struct px_host *host;
+	char node[128];        /* for figures */
 };
 
 static int nomem(struct px_error *err)
@@ -669,6 +671,60 @@ static int check_inputs(const struct dec *d, const struct px_tensor *const *in, 
 	return 0;
 }
 
+/* The text of token `id` of vocabulary v[0..n) (a space shown as U+2423), else the id. */
+static void token_label(const char *const *v, int64_t n, float id, char *out, size_t cap)
+{
+	int64_t i = (int64_t)id;
+	if (v && i >= 0 && i < n && v[i])
+		snprintf(out, cap, "%s", strcmp(v[i], " ") ? v[i] : "\xe2\x90\xa3");
+	else
+		snprintf(out, cap, "%lld", (long long)i);
+}
+
+/* Report figure (ABI 1.1, a report's figure pass only): the alignment weights w [B,T,T_in] of
+ * the first examples, rows labelled with the output tokens rows_tok [B,T], columns with the
+ * source tokens when the model's input is token ids. */
+static void dec_figure(const struct dec *d, struct px_arena *a, const struct px_tensor *mem,
+		       const struct px_tensor *w, const struct px_tensor *rows_tok)
+{
+	const struct px_host *h = d->host;
+	const struct px_figure_batch *fb = PX_HOST_HAS(h, figure_batch) ? h->figure_batch(h) : NULL;
+	if (!fb || !PX_HOST_HAS(h, figure_heatmap))
+		return;
+	int64_t B = w->shape[0], T = w->shape[1], TI = w->shape[2];
+	const struct px_tensor *src = fb->x && fb->x->ndim == 2 && fb->x->shape[0] == B &&
+				      fb->x->shape[1] == TI ? fb->x : NULL;
+	for (int64_t b = 0; b < B && b < 3; b++) {
+		int64_t rows = px_tensor_len(w, b), cols = px_tensor_len(mem, b);
+		rows = rows > T ? T : rows;
+		cols = cols > TI ? TI : cols;
+		if (rows < 1 || cols < 1 || rows * cols > 16384)
+			continue;
+		float *m = px_arena_alloc(a, (size_t)(rows * cols) * sizeof *m);
+		char *text = px_arena_alloc(a, (size_t)(rows + cols) * 32);
+		const char **lab = px_arena_alloc(a, (size_t)(rows + cols) * sizeof *lab);
+		if (!m || !text || !lab)
+			return;
+		for (int64_t i = 0; i < rows; i++) {
+			memcpy(m + i * cols, w->data + (b * T + i) * TI, (size_t)cols * sizeof *m);
+			token_label(fb->y_vocab, fb->y_vocab_n, rows_tok->data[b * T + i], text + i * 32, 32);
+		}
+		for (int64_t j = 0; j < cols; j++) {
+			char *t = text + (rows + j) * 32;
+			if (src)
+				token_label(fb->x_vocab, fb->x_vocab_n, src->data[b * TI + j], t, 32);
+			else
+				snprintf(t, 32, "%lld", (long long)j);
+		}
+		for (int64_t k = 0; k < rows + cols; k++)
+			lab[k] = text + k * 32;
+		char title[64];
+		snprintf(title, sizeof title, "attention alignment, example %lld", (long long)b);
+		h->figure_heatmap(h, d->node, title, m, (int)rows, (int)cols, lab, lab + rows,
+				  "source", "output");
+	}
+}
+
 /* teacher forcing when targets are given, else greedy or beam-search decoding */
 static int dec_forward(void *self, struct px_fwd *f, struct px_error *err)
 {
@@ -706,7 +762,10 @@ static int dec_forward(void *self, struct px_fwd *f, struct px_error *err)
 			int64_t len = px_tensor_len(y, b);
 			tlen[b] = (int32_t)(len < 0 ? 0 : len > T ? T : len);
 		}
-		return run_teacher(d, a, &m, s0, y->data, T, tlen, logits, weights, tokens, err);
+		rc = run_teacher(d, a, &m, s0, y->data, T, tlen, logits, weights, tokens, err);
+		if (!rc && !f->train)
+			dec_figure(d, a, in[IN_MEMORY], weights, y);
+		return rc;
 	}
 	int32_t *tok = px_arena_zalloc(a, (size_t)(B * T + 1) * sizeof(int32_t));
 	double *score = px_arena_alloc(a, (size_t)(B + 1) * sizeof(double));
@@ -743,6 +802,8 @@ static int dec_forward(void *self, struct px_fwd *f, struct px_error *err)
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t i = 0; i < tlen[b]; i++)
 			tokens->data[b * T + i] = (float)tok[b * T + i];
+	if (!f->train)
+		dec_figure(d, a, in[IN_MEMORY], weights, tokens);
 	return 0;
 }
 
@@ -980,6 +1041,8 @@ static int dec_create(struct px_build *b, void **self, struct px_shape *out,
 	struct dec *d = calloc(1, sizeof *d);
 	if (!d)
 		return nomem(err);
+	d->host = b->host;
+	snprintf(d->node, sizeof d->node, "%s", b->node);
 	int rc;
 	d->V = px_config_int(cfg, "vocab");
 	d->E = px_config_int(cfg, "embed");

@@ -19,7 +19,15 @@ struct noise {
 	double std, fraction;
 	float low, high;
 	const float *keep;   /* [numel] 1 kept / 0 corrupted, from the step arena; NULL: all kept */
+	const struct px_host *host;
 };
+
+/* A run report's figure pass is running (ABI 1.1)? The noise layers then corrupt as in
+ * training, so that the report's pictures show what the autoencoder learned to undo. */
+static bool figure_pass(const struct px_host *h)
+{
+	return PX_HOST_HAS(h, figure_batch) && h->figure_batch(h) != NULL;
+}
 
 static const struct px_param_spec gaussian_schema[] = {
 	{"std", PX_T_FLOAT, "0.1", 0, PX_UNBOUNDED, NULL, "standard deviation of the added noise"},
@@ -59,6 +67,7 @@ static int noise_create(struct px_build *b, void **self, struct px_shape *out,
 	if (b->n_in < 1 || b->in[0].ndim < 1)
 		return px_build_error(b, err, PX_ERR_SHAPE, "needs an input");
 	n->kind = kind;
+	n->host = b->host;
 	if (kind == NOISE_GAUSSIAN) {
 		n->std = px_config_float(b->cfg, "std");
 	} else {
@@ -110,7 +119,8 @@ static int noise_forward(void *self, struct px_fwd *f, struct px_error *err)
 		return px_error_set(err, PX_ERR_NOMEM, "out of memory");
 	int64_t B = x->shape[0], T, F;
 	step_layout(x, &T, &F);
-	bool active = f->train && (n->kind == NOISE_GAUSSIAN ? n->std > 0 : n->fraction > 0);
+	bool active = (f->train || figure_pass(n->host)) &&
+		      (n->kind == NOISE_GAUSSIAN ? n->std > 0 : n->fraction > 0);
 	float *keep = NULL;
 	n->keep = NULL;
 	if (active && n->kind != NOISE_GAUSSIAN) {
@@ -241,6 +251,8 @@ struct ae {
 	bool transposed[AE_MAX_LAYERS]; /* the layer computes h @ W instead of h @ W^T */
 	float *h[AE_MAX_LAYERS + 1];    /* activations of the last forward (step arena) */
 	int64_t batch;
+	const struct px_host *host;
+	char node[128];                 /* for figures */
 };
 
 static const struct px_param_spec ae_schema[] = {
@@ -289,6 +301,8 @@ static int ae_create(struct px_build *b, void **self, struct px_shape *out, stru
 	if (!a)
 		return px_error_set(err, PX_ERR_NOMEM, "out of memory");
 	*self = a;
+	a->host = b->host;
+	snprintf(a->node, sizeof a->node, "%s", b->node);
 	const struct px_shape *in = &b->in[0];
 	if (b->n_in < 1 || in->ndim < 2)
 		return px_build_error(b, err, PX_ERR_SHAPE, "expects an input [B,F...], got %s",
@@ -386,6 +400,61 @@ static void act_backward(enum act f, const float *h, float *d, int64_t n)
 	}
 }
 
+/* Report figure (ABI 1.1, a report's figure pass only): one example per column; rows: the
+ * data's input, this node's input where it differs (corrupted by a noise layer), the
+ * reconstruction. A picture is the data's last two dims (first channel), else a square. */
+static void ae_figure(const struct ae *a, struct px_arena *ar, const struct px_tensor *x,
+		      const struct px_tensor *recon)
+{
+	const struct px_host *h = a->host;
+	const struct px_figure_batch *fb = PX_HOST_HAS(h, figure_batch) ? h->figure_batch(h) : NULL;
+	if (!fb || !PX_HOST_HAS(h, figure_image))
+		return;
+	int64_t B = x->shape[0], F = a->features, n = B < 10 ? B : 10, ph, pw;
+	const struct px_tensor *in = fb->x;
+	bool have_in = in && in->ndim >= 2 && in->shape[0] == B && px_tensor_numel(in) == B * F;
+	int64_t side = (int64_t)llround(sqrt((double)F));
+	if (have_in && in->ndim >= 3 && F % (in->shape[in->ndim - 2] * in->shape[in->ndim - 1]) == 0) {
+		ph = in->shape[in->ndim - 2];
+		pw = in->shape[in->ndim - 1];
+	} else if (side * side == F) {
+		ph = pw = side;
+	} else {
+		ph = 1;
+		pw = F;
+	}
+	const float *rows[3];
+	int nr = 0;
+	if (have_in)
+		rows[nr++] = in->data;
+	if (!have_in || memcmp(in->data, x->data, (size_t)(B * F) * sizeof(float)))
+		rows[nr++] = x->data;
+	rows[nr++] = recon->data;
+	int64_t gap = 2, W = n * (pw + gap) + gap, H = nr * (ph + gap) + gap;
+	unsigned char *px = n > 0 && W <= 4096 && H <= 4096 ? px_arena_alloc(ar, (size_t)(W * H)) : NULL;
+	if (!px)
+		return;
+	memset(px, 128, (size_t)(W * H));
+	for (int r = 0; r < nr; r++)
+		for (int64_t b = 0; b < n; b++) {
+			const float *v = rows[r] + b * F;   /* [0,1] as is, else stretched per picture */
+			float lo = 0, hi = 1;
+			for (int64_t i = 0; i < ph * pw; i++) {
+				lo = v[i] < lo ? v[i] : lo;
+				hi = v[i] > hi ? v[i] : hi;
+			}
+			for (int64_t i = 0; i < ph * pw; i++) {
+				float t = isfinite(v[i]) ? (v[i] - lo) / (hi - lo) : 0.0f;
+				px[(gap + r * (ph + gap) + i / pw) * W + gap + b * (pw + gap) + i % pw] =
+					(unsigned char)lroundf(255.0f * t);
+			}
+		}
+	h->figure_image(h, a->node, nr == 3 ? "inputs, corrupted inputs and reconstructions (rows), "
+				      "one example per column"
+				    : "inputs and reconstructions (rows), one example per column",
+			(int)W, (int)H, 1, px);
+}
+
 /* h_{m+1} = act(h_m W_m^T + b_m) (tied decoder: h_m W_m + b_m), output activation last */
 static int ae_forward(void *self, struct px_fwd *f, struct px_error *err)
 {
@@ -424,6 +493,8 @@ static int ae_forward(void *self, struct px_fwd *f, struct px_error *err)
 	}
 	f->out[0] = recon;
 	f->out[1] = code;
+	if (!f->train)
+		ae_figure(a, f->arena, x, recon);
 	return 0;
 }
 

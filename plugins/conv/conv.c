@@ -155,6 +155,8 @@ struct conv {
 	int64_t h, w, oh, ow;            /* input and output planes */
 	struct win g;                    /* one group's window sweep (big side = image side) */
 	struct px_param *weight, *bias;  /* bias NULL when `bias: false` */
+	const struct px_host *host;
+	char node[128];                  /* for figures */
 };
 
 static const struct px_param_spec conv2d_schema[] = {
@@ -207,6 +209,8 @@ static int conv_setup(struct px_build *b, struct conv *c, struct px_error *err)
 	    (rc = conv_pair(cfg, "padding", 0, pd, err)) ||
 	    (rc = conv_pair(cfg, "dilation", 1, dl, err)))
 		return rc;
+	c->host = b->host;
+	snprintf(c->node, sizeof c->node, "%s", b->node);
 	c->cin = b->in[0].dim[1];
 	c->h = b->in[0].dim[2];
 	c->w = b->in[0].dim[3];
@@ -289,6 +293,57 @@ int conv_check_input(const struct px_tensor *x, int64_t C, int64_t H, int64_t W,
 			    (long long)W);
 }
 
+/* Report figure (ABI 1.1, a report's figure pass only), when this conv2d scores every pixel
+ * for the label's classes (output [B, classes, H, W] over labels [B, H, W]): one example per
+ * column; rows: the image, the true mask over it, the predicted (argmax) mask over it. Class
+ * 0 (background) is left untinted. */
+static void seg_figure(const struct conv *c, struct px_arena *a, const struct px_tensor *y)
+{
+	static const unsigned char pal[7][3] = {
+		{230, 25, 75}, {60, 180, 75}, {0, 130, 200}, {245, 130, 48}, {145, 30, 180},
+		{70, 240, 240}, {240, 50, 230},
+	};
+	const struct px_host *h = c->host;
+	const struct px_figure_batch *fb = PX_HOST_HAS(h, figure_batch) ? h->figure_batch(h) : NULL;
+	const struct px_tensor *lab = fb ? fb->y : NULL, *img = fb ? fb->x : NULL;
+	int64_t B = y->shape[0], C = c->cout, H = c->oh, W = c->ow, n = B < 6 ? B : 6, gap = 2;
+	if (!lab || !img || !PX_HOST_HAS(h, figure_image) || fb->n_classes != C || C < 2 ||
+	    lab->ndim != 3 || lab->shape[0] != B || lab->shape[1] != H || lab->shape[2] != W ||
+	    img->ndim < 3 || img->shape[0] != B || img->shape[img->ndim - 2] != H ||
+	    img->shape[img->ndim - 1] != W || n < 1)
+		return;
+	int64_t IW = n * (W + gap) + gap, IH = 3 * (H + gap) + gap, per = px_tensor_numel(img) / B;
+	unsigned char *px = IW <= 4096 && IH <= 4096 ? px_arena_alloc(a, (size_t)(IW * IH * 3)) : NULL;
+	if (!px)
+		return;
+	memset(px, 255, (size_t)(IW * IH * 3));
+	for (int64_t b = 0; b < n; b++) {
+		const float *v = img->data + b * per;   /* the first channel, stretched */
+		float lo = v[0], hi = v[0];
+		for (int64_t i = 0; i < H * W; i++) {
+			lo = v[i] < lo ? v[i] : lo;
+			hi = v[i] > hi ? v[i] : hi;
+		}
+		for (int r = 0; r < 3; r++)
+			for (int64_t i = 0; i < H * W; i++) {
+				int64_t k = 0;   /* r = 1: the label; r = 2: argmax_k y[b, k, i] */
+				if (r == 1)
+					k = (int64_t)lab->data[b * H * W + i];
+				for (int64_t q = 1; r == 2 && q < C; q++)
+					if (y->data[(b * C + q) * H * W + i] > y->data[(b * C + k) * H * W + i])
+						k = q;
+				float g = hi > lo ? 255.0f * (v[i] - lo) / (hi - lo) : 0.0f;
+				unsigned char *o = px + ((gap + r * (H + gap) + i / W) * IW + gap +
+							 b * (W + gap) + i % W) * 3;
+				for (int ch = 0; ch < 3; ch++)   /* 45% image, 55% class colour */
+					o[ch] = (unsigned char)lroundf(k > 0 && k < C ?
+						0.45f * g + 0.55f * pal[(k - 1) % 7][ch] : g);
+			}
+	}
+	h->figure_image(h, c->node, "segmentation: images, true masks, predicted masks (rows), "
+			"one example per column", (int)IW, (int)IH, 3, px);
+}
+
 /* y[b] = W (*) x[b] + bias: per chunk, Yt[O, nb*P] = W_g[Og, K] @ col_g[K, nb*P] */
 static int conv2d_forward(void *self, struct px_fwd *f, struct px_error *err)
 {
@@ -325,6 +380,8 @@ static int conv2d_forward(void *self, struct px_fwd *f, struct px_error *err)
 		}
 	}
 	f->out[0] = y;
+	if (!f->train)
+		seg_figure(c, f->arena, y);
 	return 0;
 }
 

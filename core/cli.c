@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "plexus/pipeline.h"
 #include "cli.h"
+#include "comm.h"
 
 static const char usage_text[] =
 	"usage: plexus COMMAND [options]\n"
@@ -96,29 +97,85 @@ static void print_metrics(const char *split, const struct px_metrics *m, bool js
 }
 
 /* ---------------------------------------------------------------- commands */
+/* Under mpirun every rank runs `plexus train`. An error that every rank reached together
+ * (a NaN, disagreeing pipelines) is reported once by rank 0 and every rank exits with it; an
+ * error of one rank alone ends the whole job (MPI_Abort), so no rank waits in a collective. */
+static int train_fail(struct px_comm *comm, const struct px_error *err, int code)
+{
+	if (comm->size > 1 && !comm->agreed_failure) {
+		fprintf(stderr, "rank %d of %d (%s): %s\n", comm->rank, comm->size, comm->host, err->msg);
+		px_comm_abort(comm, code);
+	}
+	if (comm->rank == 0)
+		fprintf(stderr, "%s\n", err->msg);
+	px_comm_close(comm);
+	return code;
+}
+
+/* Did every rank open the pipeline? Failing ranks other than 0 name themselves when rank 0
+ * did not fail the same way. Returns the exit code for all of them (0: every rank opened). */
+static int train_open_agree(struct px_comm *comm, const struct px_error *err, int rc)
+{
+	int32_t mine = rc ? exit_code_for(rc) : 0;
+	int32_t *all = calloc((size_t)comm->size, sizeof *all);
+	struct px_error e;
+	if (!all || px_comm_allgather(comm, &mine, all, sizeof mine, &e)) {
+		free(all);
+		return train_fail(comm, rc ? err : &e, mine ? mine : EXIT_RUNTIME);
+	}
+	int code = 0;
+	for (int r = 0; r < comm->size; r++)
+		code = all[r] > code ? all[r] : code;
+	bool same_as_0 = all[0] == mine;
+	free(all);
+	if (!code)
+		return 0;
+	if (mine && comm->rank == 0)
+		fprintf(stderr, "%s\n", err->msg);
+	else if (mine && !same_as_0)
+		fprintf(stderr, "rank %d of %d (%s): %s\n", comm->rank, comm->size, comm->host, err->msg);
+	px_comm_close(comm);
+	return code;
+}
+
 static int cmd_train(struct cli *c)
 {
 	struct px_error err = {0};
-	struct px_session *s;
-	int rc = px_cli_open_session(c, true, false, &s, &err);
+	struct px_comm *comm;
+	struct px_session *s = NULL;
+	int rc = px_comm_open(&comm, &err);
 	if (rc)
 		return px_cli_fail(&err, rc);
+	rc = px_cli_open_session(c, true, false, &s, &err);
+	if (comm->size == 1 && rc) {
+		rc = px_cli_fail(&err, rc);
+		px_comm_close(comm);
+		return rc;
+	}
+	if (comm->size > 1 && (rc = train_open_agree(comm, &err, rc))) {
+		px_session_free(s);
+		return rc;
+	}
+	s->comm = comm;
 	char dir[4096];
 	if (c->run_dir)
 		snprintf(dir, sizeof dir, "%s", c->run_dir);
 	else
 		snprintf(dir, sizeof dir, "runs/%s", s->pl->name);
 	rc = px_train(s, dir, c->resume, &err);
-	if (!rc && s->have[PX_SPLIT_TEST]) {
+	if (!rc && s->have[PX_SPLIT_TEST] && comm->rank == 0) {
 		struct px_metrics m;
 		rc = px_evaluate(s, PX_SPLIT_TEST, &m, &err);
 		if (!rc)
 			print_metrics("test", &m, false);
 	}
-	if (!rc)
+	if (!rc && comm->rank == 0)
 		printf("results: %s/ (model.safetensors, metrics.csv, pipeline.yaml)\n", dir);
 	px_session_free(s);
-	return rc ? (fprintf(stderr, "%s\n", err.msg), rc == PX_ERR_NOMEM ? 1 : exit_code_for(rc) == 2 && rc != PX_ERR_INVALID ? 1 : 1) : 0;
+	if (rc)
+		return train_fail(comm, &err, EXIT_RUNTIME);
+	px_comm_close(comm);
+	return 0;
 }
 
 static int split_index(const char *name)

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "comm.h"
 #include "internal.h"
 
 static double now_s(void)
@@ -393,6 +394,262 @@ static void fmt_num(FILE *f, double v)
 		fprintf(f, ",%.6g", v);
 }
 
+/* ---------------------------------------------------------------- data parallel
+ * With several ranks (core/comm.h) every step's global batch is split into contiguous slices,
+ * each rank back-propagates the SUM of its losses, and the gradients and counters are summed
+ * over the ranks and divided by the global count. One process keeps the plain path: the mean
+ * is back-propagated (d_pred scaled by 1/count before backward), bit for bit as always. */
+#define BUCKET_FLOATS ((size_t)1 << 18)   /* 1 MiB of gradients per allreduce */
+
+struct dist {
+	struct px_comm *c;
+	float *flat;        /* the trainable gradients packed in parameter order */
+	size_t n_flat;
+	int fail_rank;      /* test hook PLEXUS_TEST_FAIL=RANK:STEP, -1 when unset */
+	int64_t fail_step;
+	const char *dump_dir;   /* test hook PLEXUS_DUMP_PARAMS_DIR, NULL when unset */
+};
+
+/* Rank r's share of n examples: a contiguous slice; the first n % size ranks take one more. */
+static void dist_slice(int64_t n, int rank, int size, int64_t *off, int64_t *mine)
+{
+	int64_t q = n / size, rem = n % size;
+	*mine = q + (rank < rem);
+	*off = rank * q + (rank < rem ? rank : rem);
+}
+
+static uint64_t data_hash(const struct px_dataset *ds)
+{
+	uint64_t h = px_hash64(&ds->n, sizeof ds->n, 0);
+	h = px_hash64(&ds->x, sizeof ds->x, h);
+	h = px_hash64(&ds->y, sizeof ds->y, h);
+	int64_t xrow = 1, yrow = 1;
+	for (int d = 1; d < ds->x.ndim; d++)
+		xrow *= ds->x.dim[d];
+	for (int d = 1; d < ds->y.ndim; d++)
+		yrow *= ds->y.dim[d];
+	for (int k = 0; k < 64 && ds->n > 0; k++) {  /* 64 examples spread over the split */
+		int64_t i = ds->n * k / 64;
+		h = px_hash64(ds->x_data + i * xrow, (size_t)xrow * sizeof(float), h);
+		if (ds->y_data)
+			h = px_hash64(ds->y_data + i * yrow, (size_t)yrow * sizeof(float), h);
+	}
+	return h;
+}
+
+/* Every rank must train the same pipeline with the same plugin versions on the same data. */
+static int dist_check(struct px_session *s, struct px_comm *c, struct px_error *err)
+{
+	struct rank_id {
+		uint64_t h[3];   /* pipeline text and plexus version, plugin versions, training data */
+		char host[64];
+	} me = {{0}, {0}}, *all = calloc((size_t)c->size, sizeof *all);
+	static const char *const what[3] = {"pipeline", "plugins and their versions", "training data"};
+	char *plugins = plugins_json(s);
+	int rc = 0;
+	if (!all || !plugins) {
+		rc = px_error_set(err, PX_ERR_NOMEM, "out of memory");
+		goto done;
+	}
+	const char *text = s->pl->text ? s->pl->text : "";
+	me.h[0] = px_hash64(text, strlen(text), px_hash64(PX_VERSION, strlen(PX_VERSION), 0));
+	me.h[1] = px_hash64(plugins, strlen(plugins), 0);
+	me.h[2] = data_hash(&s->ds[PX_SPLIT_TRAIN]);
+	snprintf(me.host, sizeof me.host, "%s", c->host);
+	if ((rc = px_comm_allgather(c, &me, all, sizeof me, err)))
+		goto done;
+	for (int r = 1; r < c->size && !rc; r++)
+		for (int k = 0; k < 3 && !rc; k++)
+			if (all[r].h[k] != all[0].h[k]) {
+				c->agreed_failure = true;  /* every rank sees the same table */
+				rc = px_error_set(err, PX_ERR_INVALID,
+						  "rank %d (%s) and rank 0 (%s) disagree on the %s (hash %016llx vs "
+						  "%016llx): every rank must run the same pipeline with the same plugins and data",
+						  r, all[r].host, all[0].host, what[k], (unsigned long long)all[r].h[k],
+						  (unsigned long long)all[0].h[k]);
+			}
+done:
+	free(plugins);
+	free(all);
+	return rc;
+}
+
+/* Rank 0's parameters, buffers, optimizer state and counters to every rank. */
+static int dist_share_state(struct px_session *s, struct px_comm *c, int64_t *step,
+			    struct px_schedule *sc, double *best, int64_t *bad, struct px_error *err)
+{
+	struct px_model *m = s->model;
+	const struct px_optim_ops *ops = optim_ops(s);
+	int rc = 0;
+	for (int i = 0; i < m->n_params && !rc; i++) {
+		const struct px_tensor *v = m->params[i]->value;
+		rc = px_comm_bcast(c, v->data, (size_t)px_tensor_numel(v) * sizeof(float), 0, err);
+	}
+	for (int t = 0; t < m->n_trainable && !rc; t++)
+		for (int j = 0; ops->slots && ops->slots[j] && !rc; j++)
+			rc = px_comm_bcast(c, ops->slot(s->optim, t, j),
+					   (size_t)px_tensor_numel(m->trainable[t]->value) * sizeof(float), 0, err);
+	struct {
+		int64_t step, bad;
+		double best;
+		struct px_schedule sched;
+	} k = {*step, *bad, *best, *sc};
+	if (!rc && !(rc = px_comm_bcast(c, &k, sizeof k, 0, err))) {
+		*step = k.step;
+		*bad = k.bad;
+		*best = k.best;
+		*sc = k.sched;
+	}
+	return rc;
+}
+
+/* Sum the counters and the gradients over the ranks, then divide the gradients by the
+ * global count: afterwards every rank holds the same mean gradient, bit for bit. */
+static int dist_reduce(struct dist *d, struct px_model *m, struct px_loss_result *lr,
+		       struct px_error *err)
+{
+	double v[4] = {lr->sum, lr->count, lr->correct < 0 ? 0 : lr->correct, lr->correct < 0};
+	int rc = px_comm_sum_f64(d->c, v, 4, err);
+	if (rc)
+		return rc;
+	*lr = (struct px_loss_result){v[0], v[1], v[3] > 0 ? -1 : v[2]};
+	size_t o = 0;
+	for (int i = 0; i < m->n_trainable; i++) {
+		const struct px_tensor *g = m->trainable[i]->grad;
+		size_t n = (size_t)px_tensor_numel(g);
+		memcpy(d->flat + o, g->data, n * sizeof(float));
+		o += n;
+	}
+	/* buckets in a fixed order; see docs/distributed.md for why they do not overlap backward */
+	for (size_t b = 0; b < d->n_flat && !rc; b += BUCKET_FLOATS)
+		rc = px_comm_allreduce_sum_f32(d->c, d->flat + b,
+					       d->n_flat - b < BUCKET_FLOATS ? d->n_flat - b : BUCKET_FLOATS, err);
+	if (rc)
+		return rc;
+	float inv = lr->count > 0 ? (float)(1.0 / lr->count) : 0.0f;
+	o = 0;
+	for (int i = 0; i < m->n_trainable; i++) {  /* g = (sum over ranks) / count */
+		struct px_tensor *g = m->trainable[i]->grad;
+		int64_t n = px_tensor_numel(g);
+		for (int64_t j = 0; j < n; j++)
+			g->data[j] = d->flat[o + (size_t)j] * inv;
+		o += (size_t)n;
+	}
+	return 0;
+}
+
+/* Buffers that layers update themselves (running statistics): rank 0's, as PyTorch's
+ * DistributedDataParallel does, so every rank holds the same bytes after each step. */
+static int dist_sync_buffers(struct px_comm *c, struct px_model *m, struct px_error *err)
+{
+	int rc = 0;
+	for (int i = 0; i < m->n_params && !rc; i++)
+		if (!m->params[i]->trainable)
+			rc = px_comm_bcast(c, m->params[i]->value->data,
+					   (size_t)px_tensor_numel(m->params[i]->value) * sizeof(float), 0, err);
+	return rc;
+}
+
+/* The first node (forward order) with a NaN/Inf output on the first rank that has one. */
+static const char *dist_nonfinite_output(struct px_model *m, struct px_comm *c, bool ran)
+{
+	const char *where = ran ? px_model_find_nonfinite_output(m) : NULL;
+	if (c->size == 1)
+		return where;
+	int32_t mine = -1, *all = calloc((size_t)c->size, sizeof *all);
+	for (int i = 0; where && i < m->n_nodes; i++)
+		if (m->nodes[i].name == where)
+			mine = i;
+	struct px_error e;
+	where = NULL;
+	if (all && !px_comm_allgather(c, &mine, all, sizeof mine, &e))
+		for (int r = 0; r < c->size && !where; r++)
+			if (all[r] >= 0)
+				where = m->nodes[all[r]].name;
+	free(all);
+	return where;
+}
+
+/* Test hook PLEXUS_DUMP_PARAMS_DIR: every parameter and buffer, float32 in model order, to
+ * DIR/rank<r>-step<k>.f32 after each optimizer step. */
+static int dump_params(const struct dist *d, const struct px_model *m, int64_t step,
+		       struct px_error *err)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/rank%d-step%lld.f32", d->dump_dir, d->c->rank, (long long)step);
+	FILE *f = fopen(path, "wb");
+	if (!f)
+		return px_error_set(err, PX_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+	bool ok = true;
+	for (int i = 0; i < m->n_params; i++) {
+		const struct px_tensor *v = m->params[i]->value;
+		size_t n = (size_t)px_tensor_numel(v);
+		ok &= fwrite(v->data, sizeof(float), n, f) == n;
+	}
+	if (fclose(f) != 0 || !ok)
+		return px_error_set(err, PX_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+	return 0;
+}
+
+static int dist_init(struct dist *d, struct px_session *s, struct px_error *err)
+{
+	struct px_comm *c = d->c;
+	struct px_model *m = s->model;
+	const char *fail = getenv("PLEXUS_TEST_FAIL");
+	long long fs;
+	d->fail_rank = -1;
+	if (fail && *fail && sscanf(fail, "%d:%lld", &d->fail_rank, &fs) == 2)
+		d->fail_step = fs;
+	d->dump_dir = getenv("PLEXUS_DUMP_PARAMS_DIR");
+	if (d->dump_dir && !*d->dump_dir)
+		d->dump_dir = NULL;
+	if (c->size == 1)
+		return 0;
+	for (int i = 0; i < m->n_trainable; i++)
+		d->n_flat += (size_t)px_tensor_numel(m->trainable[i]->grad);
+	d->flat = malloc((d->n_flat ? d->n_flat : 1) * sizeof *d->flat);
+	if (!d->flat)
+		return px_error_set(err, PX_ERR_NOMEM, "out of memory");
+	if (s->threads == 0) {  /* 0: the cores of this machine shared among its ranks */
+		const char *e = getenv("OPENBLAS_NUM_THREADS");
+		long cores = sysconf(_SC_NPROCESSORS_ONLN), t = e && atoi(e) > 0 ? atoi(e) : cores / c->local_size;
+		px_set_threads(t > 0 ? (int)t : 1);
+	}
+	/* stochastic layers (dropout, noise) draw their own masks on each rank */
+	if (c->rank > 0)
+		m->seed = s->pl->seed ^ px_hash64(&c->rank, sizeof c->rank, 0x706c65787573ull);
+	return dist_check(s, c, err);
+}
+
+/* Forward and backward of the examples idx[0..n) (n is 0 on a rank without a share of a
+ * small last batch). mean: back-propagate the mean loss (one process), else the sum. */
+static int step_grads(struct px_session *s, const struct px_dataset *ds, const int64_t *idx,
+		      int64_t n, bool mean, struct px_arena *batch, struct px_loss_result *lr,
+		      struct px_error *err)
+{
+	struct px_model *m = s->model;
+	*lr = (struct px_loss_result){0};
+	if (n == 0) {
+		px_model_zero_grad(m);
+		return 0;
+	}
+	px_arena_reset(batch);
+	struct px_tensor *x, *y;
+	int rc = px_dataset_gather(ds, idx, n, batch, &x, &y, err);
+	if (rc || (rc = px_model_forward(m, x, y, true, err)))
+		return rc;
+	const struct px_tensor *pred = px_model_output(m, s->loss_in);
+	const struct px_tensor *tgt = px_model_output(m, s->loss_target);
+	struct px_tensor *dpred = px_model_grad_buffer(m, s->loss_in);
+	/* the loss writes d(sum)/d(pred); one process scales it to the mean here */
+	if ((rc = loss_ops(s)->forward(s->loss, pred, tgt, lr, dpred, 1.0f, err)))
+		return rc;
+	if (mean && dpred && lr->count > 0)
+		px_scal(px_tensor_numel(dpred), (float)(1.0 / lr->count), dpred->data);
+	px_model_zero_grad(m);
+	return px_model_backward(m, err);
+}
+
 int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_error *err)
 {
 	struct px_model *m = s->model;
@@ -414,51 +671,64 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 	int64_t steps_per_epoch = (ds->n + bs - 1) / bs;
 	if (cap > 0 && cap < steps_per_epoch)
 		steps_per_epoch = cap;
+	/* data parallel: each step every rank takes its slice of the batch; only rank 0 (the
+	 * writer) writes files and progress */
+	struct dist d = {.c = s->comm ? s->comm : px_comm_local()};
+	struct px_comm *c = d.c;
+	bool writer = c->rank == 0, dist = c->size > 1;
+	uint64_t seed = m->seed;
 
 	char model_path[4200], state_path[4200], csv_path[4200], yaml_path[4200];
 	snprintf(model_path, sizeof model_path, "%s/model.safetensors", run_dir);
 	snprintf(state_path, sizeof state_path, "%s/state.safetensors", run_dir);
 	snprintf(csv_path, sizeof csv_path, "%s/metrics.csv", run_dir);
 	snprintf(yaml_path, sizeof yaml_path, "%s/pipeline.yaml", run_dir);
-	int rc = mkdir_p(run_dir, err);
-	if (rc)
-		return rc;
+	FILE *csv = NULL;
+	struct px_arena *batch = NULL;
+	int64_t *perm = NULL;
+	int rc = dist_init(&d, s, err);
+	if (rc || (writer && (rc = mkdir_p(run_dir, err))))
+		goto done;
 
 	struct px_schedule sched;
 	double base_lr = px_config_float(s->optim_cfg, "lr");
 	if ((rc = px_schedule_init(&sched, s->sched_cfg, base_lr, epochs, err)))
-		return rc;
+		goto done;
 	int64_t start_epoch = 1, step = 0, skip_in_epoch = 0, bad = 0;
 	double best = monitor_acc ? -INFINITY : INFINITY;
-	if (resume) {
+	if (resume && writer) {
 		int64_t done_epoch;
 		if ((rc = px_load_params(s, model_path, err)))
-			return rc;
+			goto done;
 		if ((rc = load_state(s, state_path, &done_epoch, &step, &sched, &best, &bad, err)))
-			return rc;
-		/* a checkpoint at step k of epoch e (steps counted globally) */
+			goto done;
+		(void)done_epoch;
+	} else if (writer && (rc = write_text(yaml_path, s->pl->text ? s->pl->text : "", err))) {
+		goto done;
+	}
+	if (dist && (rc = dist_share_state(s, c, &step, &sched, &best, &bad, err)))
+		goto done;
+	if (resume) {  /* a checkpoint at step k of epoch e (steps counted globally) */
 		start_epoch = step / steps_per_epoch + 1;
 		skip_in_epoch = step % steps_per_epoch;
-		(void)done_epoch;
-		fprintf(stderr, "resuming %s at epoch %lld, step %lld\n", run_dir, (long long)start_epoch,
-			(long long)step);
-	} else if ((rc = write_text(yaml_path, s->pl->text ? s->pl->text : "", err))) {
-		return rc;
+		if (writer)
+			fprintf(stderr, "resuming %s at epoch %lld, step %lld\n", run_dir,
+				(long long)start_epoch, (long long)step);
 	}
-	FILE *csv = fopen(csv_path, resume ? "a" : "w");
-	if (!csv)
-		return px_error_set(err, PX_ERR_IO, "%s: cannot write: %s", csv_path, strerror(errno));
+	if (writer && !(csv = fopen(csv_path, resume ? "a" : "w"))) {
+		rc = px_error_set(err, PX_ERR_IO, "%s: cannot write: %s", csv_path, strerror(errno));
+		goto done;
+	}
 	bool header_done = resume;
 
-	struct px_arena *batch = px_arena_new(1 << 20);
-	int64_t *perm = malloc((size_t)ds->n * sizeof *perm);
+	batch = px_arena_new(1 << 20);
+	perm = malloc((size_t)ds->n * sizeof *perm);
 	if (!batch || !perm) {
 		rc = px_error_set(err, PX_ERR_NOMEM, "out of memory");
 		goto done;
 	}
 	struct progress pg = {isatty(2), px_config_int(tc, "log_every"), 0};
 	const struct px_optim_ops *oo = optim_ops(s);
-	const struct px_loss_ops *lo = loss_ops(s);
 	double t_run = now_s();
 	for (int64_t epoch = start_epoch; epoch <= epochs; epoch++) {
 		for (int64_t i = 0; i < ds->n; i++)
@@ -480,38 +750,37 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 		bool has_correct = true;
 		int64_t seen = 0, nsteps = 0;
 		pg.t0 = now_s();
+		c->comm_s = 0;
 		for (int64_t k = skip_in_epoch; k < steps_per_epoch; k++) {
 			int64_t b0 = k * bs, n = ds->n - b0 < bs ? ds->n - b0 : bs;
-			px_arena_reset(batch);
-			struct px_tensor *x, *y;
-			if ((rc = px_dataset_gather(ds, perm + b0, n, batch, &x, &y, err)))
+			int64_t off = 0, mine = n;   /* this rank's slice perm[b0+off .. b0+off+mine) */
+			if (dist)
+				dist_slice(n, c->rank, c->size, &off, &mine);
+			if (step + 1 == d.fail_step && c->rank == d.fail_rank) {
+				rc = px_error_set(err, PX_ERR_IO, "PLEXUS_TEST_FAIL: rank %d fails at step %lld as asked",
+						  c->rank, (long long)step + 1);
 				goto done;
+			}
 			m->step = step;
-			if ((rc = px_model_forward(m, x, y, true, err)))
+			struct px_loss_result lr;
+			if ((rc = step_grads(s, ds, perm + b0 + off, mine, !dist, batch, &lr, err)))
 				goto done;
-			struct px_loss_result lr = {0};
-			const struct px_tensor *pred = px_model_output(m, s->loss_in);
-			const struct px_tensor *tgt = px_model_output(m, s->loss_target);
-			struct px_tensor *dpred = px_model_grad_buffer(m, s->loss_in);
-			/* the loss writes d(sum)/d(pred); scaled to the mean below */
-			if ((rc = lo->forward(s->loss, pred, tgt, &lr, dpred, 1.0f, err)))
+			if (dist && (rc = dist_reduce(&d, m, &lr, err)))
 				goto done;
+			/* from here on every rank holds the same numbers and decides the same */
 			if (nan_check && !isfinite(lr.sum)) {
-				const char *where = px_model_find_nonfinite_output(m);
+				const char *where = dist_nonfinite_output(m, c, mine > 0);
+				c->agreed_failure = true;
 				rc = px_error_set(err, PX_ERR_NUMERIC,
 						  "NaN/Inf in the forward pass at step %lld (epoch %lld), first in node '%s'; "
 						  "the last checkpoint (%s) is intact", (long long)step + 1,
 						  (long long)epoch, where ? where : s->pl->loss_kind, model_path);
 				goto done;
 			}
-			if (dpred && lr.count > 0)
-				px_scal(px_tensor_numel(dpred), (float)(1.0 / lr.count), dpred->data);
-			px_model_zero_grad(m);
-			if ((rc = px_model_backward(m, err)))
-				goto done;
 			double gn = px_clip_grad_norm(m->trainable, m->n_trainable, clip_norm);
 			if (nan_check && !isfinite(gn)) {
 				const char *where = px_model_find_nonfinite_grad(m);
+				c->agreed_failure = true;
 				rc = px_error_set(err, PX_ERR_NUMERIC,
 						  "NaN/Inf in the gradients at step %lld (epoch %lld), first in node '%s'; "
 						  "the last checkpoint (%s) is intact", (long long)step + 1,
@@ -522,6 +791,10 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 				px_clip_grad_value(m->trainable, m->n_trainable, clip_value);
 			step++;
 			oo->step(s->optim, (float)px_schedule_lr(&sched, step), step);
+			if (dist && (rc = dist_sync_buffers(c, m, err)))
+				goto done;
+			if (d.dump_dir && (rc = dump_params(&d, m, step, err)))
+				goto done;
 			sum += lr.sum;
 			count += lr.count;
 			if (lr.correct < 0)
@@ -532,48 +805,59 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 			seen += n;
 			nsteps++;
 			double el = now_s() - pg.t0;
-			progress_step(&pg, epoch, epochs, k + 1, steps_per_epoch, sum / count,
-				      has_correct ? correct / count : NAN, el > 0 ? (double)seen / el : 0);
-			if (ckpt_steps > 0 && step % ckpt_steps == 0) {
+			if (writer)
+				progress_step(&pg, epoch, epochs, k + 1, steps_per_epoch, sum / count,
+					      has_correct ? correct / count : NAN, el > 0 ? (double)seen / el : 0);
+			if (writer && ckpt_steps > 0 && step % ckpt_steps == 0) {
 				if ((rc = save_state(s, state_path, epoch, step, &sched, best, bad, err)) ||
 				    (rc = px_save_checkpoint(s, model_path, epoch, step, err)))
 					goto done;
 			}
 		}
 		skip_in_epoch = 0;
-		if (pg.tty)
+		if (writer && pg.tty)
 			fprintf(stderr, "\n");
-		double secs = now_s() - pg.t0;
+		double secs = now_s() - pg.t0, comm_s = c->comm_s;
+		/* validation on rank 0 alone (every metric exactly as one process computes it); the
+		 * other ranks wait for its numbers, which drive the schedule and early stopping */
 		struct px_metrics val = {.loss = NAN, .accuracy = NAN};
-		if (s->have[PX_SPLIT_VAL] && (rc = px_evaluate(s, PX_SPLIT_VAL, &val, err)))
+		if (writer && s->have[PX_SPLIT_VAL] && (rc = px_evaluate(s, PX_SPLIT_VAL, &val, err)))
+			goto done;
+		if (dist && (rc = px_comm_bcast(c, &val, sizeof val, 0, err)))
 			goto done;
 		double lr_now = px_schedule_lr(&sched, step);
-		if (!header_done) {
+		if (writer && !header_done) {
 			metrics_header(csv, &val);
 			header_done = true;
 		}
-		fprintf(csv, "%lld,%lld", (long long)epoch, (long long)step);
-		fmt_num(csv, count > 0 ? sum / count : NAN);
-		fmt_num(csv, has_correct && count > 0 ? correct / count : NAN);
-		fmt_num(csv, val.loss);
-		fmt_num(csv, val.accuracy);
-		for (int i = 0; i < val.n_extra; i++)
-			fmt_num(csv, val.extra[i]);
-		fmt_num(csv, lr_now);
-		fmt_num(csv, nsteps ? gnorm_sum / (double)nsteps : NAN);
-		fmt_num(csv, secs);
-		fmt_num(csv, secs > 0 ? (double)seen / secs : NAN);
-		fprintf(csv, "\n");
-		fflush(csv);
-		fprintf(stderr, "epoch %lld/%lld: train loss %.4f", (long long)epoch, (long long)epochs,
-			count > 0 ? sum / count : NAN);
-		if (has_correct && count > 0)
-			fprintf(stderr, " acc %.4f", correct / count);
-		if (!isnan(val.loss))
-			fprintf(stderr, ", val loss %.4f", val.loss);
-		if (!isnan(val.accuracy))
-			fprintf(stderr, " acc %.4f", val.accuracy);
-		fprintf(stderr, " (%.1fs, %.0f items/s)\n", secs, secs > 0 ? (double)seen / secs : 0.0);
+		if (writer) {
+			fprintf(csv, "%lld,%lld", (long long)epoch, (long long)step);
+			fmt_num(csv, count > 0 ? sum / count : NAN);
+			fmt_num(csv, has_correct && count > 0 ? correct / count : NAN);
+			fmt_num(csv, val.loss);
+			fmt_num(csv, val.accuracy);
+			for (int i = 0; i < val.n_extra; i++)
+				fmt_num(csv, val.extra[i]);
+			fmt_num(csv, lr_now);
+			fmt_num(csv, nsteps ? gnorm_sum / (double)nsteps : NAN);
+			fmt_num(csv, secs);
+			fmt_num(csv, secs > 0 ? (double)seen / secs : NAN);
+			fprintf(csv, "\n");
+			fflush(csv);
+			fprintf(stderr, "epoch %lld/%lld: train loss %.4f", (long long)epoch, (long long)epochs,
+				count > 0 ? sum / count : NAN);
+			if (has_correct && count > 0)
+				fprintf(stderr, " acc %.4f", correct / count);
+			if (!isnan(val.loss))
+				fprintf(stderr, ", val loss %.4f", val.loss);
+			if (!isnan(val.accuracy))
+				fprintf(stderr, " acc %.4f", val.accuracy);
+			fprintf(stderr, " (%.1fs, %.0f items/s)\n", secs, secs > 0 ? (double)seen / secs : 0.0);
+			if (dist)
+				fprintf(stderr, "  %d ranks: communication %.2f ms/step, %.1f%% of the step time\n",
+					c->size, nsteps ? 1e3 * comm_s / (double)nsteps : 0.0,
+					secs > 0 ? 100 * comm_s / secs : 0.0);
+		}
 		/* schedule and early stopping on the validation loss (train loss without val) */
 		double watched = !isnan(val.loss) ? val.loss : (count > 0 ? sum / count : NAN);
 		px_schedule_epoch_end(&sched, epoch, watched);
@@ -588,10 +872,10 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 				stop = true;
 			}
 		}
-		if ((rc = save_state(s, state_path, epoch, step, &sched, best, bad, err)) ||
-		    (rc = px_save_checkpoint(s, model_path, epoch, step, err)))
+		if (writer && ((rc = save_state(s, state_path, epoch, step, &sched, best, bad, err)) ||
+			       (rc = px_save_checkpoint(s, model_path, epoch, step, err))))
 			goto done;
-		if (keep > 1) {
+		if (writer && keep > 1) {
 			char dir[4200], p[4300];
 			snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
 			if ((rc = mkdir_p(dir, err)))
@@ -603,14 +887,19 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 			unlink(p);
 		}
 		if (stop) {
-			fprintf(stderr, "early stopping: no improvement for %lld epochs\n", (long long)patience);
+			if (writer)
+				fprintf(stderr, "early stopping: no improvement for %lld epochs\n", (long long)patience);
 			break;
 		}
 	}
-	fprintf(stderr, "trained in %.1fs\n", now_s() - t_run);
+	if (writer)
+		fprintf(stderr, "trained in %.1fs\n", now_s() - t_run);
 done:
+	m->seed = seed;
+	free(d.flat);
 	free(perm);
 	px_arena_free(batch);
-	fclose(csv);
+	if (csv)
+		fclose(csv);
 	return rc;
 }

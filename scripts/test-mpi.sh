@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Data-parallel training tests: installs Open MPI from Debian 12 when missing (as root), builds
+# plexus with MPI into ./build-mpi, and runs the `mpi` suite under mpirun, comparing with the
+# build without MPI in ./build (scripts/setup.sh makes it). Prints one summary line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+packages=(libopenmpi-dev openmpi-bin)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test-mpi: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "test-mpi: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+nompi=${PLEXUS_BUILDDIR:-build}
+mpi=${PLEXUS_MPI_BUILDDIR:-build-mpi}
+if [ ! -f "$mpi/build.ninja" ]; then
+  meson setup "$mpi" -Dmpi=enabled
+fi
+ninja -C "$mpi"
+
+# As root in a container: Open MPI refuses root without these, needs oversubscription for
+# more ranks than cores, and shared memory without the kernel's single-copy mechanisms.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+export PLEXUS_NOMPI_EXE="$PWD/$nompi/core/plexus"
+status=0
+meson test -C "$mpi" --suite mpi --print-errorlogs || status=$?
+/usr/bin/python3 - "$mpi/meson-logs/testlog.json" <<'PY'
+import json, sys
+res = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ok = sum(r["result"] in ("OK", "EXPECTEDFAIL") for r in res)
+skip = sum(r["result"] == "SKIP" for r in res)
+print(f"mpi: {ok} passed, {len(res) - ok - skip} failed, {skip} skipped")
+PY
+exit $status

@@ -367,12 +367,14 @@ void px_rec_units(const struct px_rec_run *r, int tid, int64_t *j0, int64_t *j1)
 		*j0 = r->H;
 }
 
-/* Threads for a step of this size: OpenBLAS's count, when a step is worth splitting. */
+/* Threads for a step of this size, when a step is worth splitting: OpenBLAS's count, or
+ * PLEXUS_REC_THREADS. */
 static int threads_for(const struct px_rec_cfg *c, int64_t P)
 {
 	int64_t H = c->hidden, work = (int64_t)c->kind->gates * H * H * P;
 	int64_t tiles = (H + PX_REC_TILE - 1) / PX_REC_TILE;
-	int n = px_get_threads();
+	const char *e = getenv("PLEXUS_REC_THREADS");
+	int n = e && atoi(e) > 0 ? atoi(e) : px_get_threads();
 	if (n > PX_REC_MAX_THREADS)
 		n = PX_REC_MAX_THREADS;
 	if (n > tiles / 2)

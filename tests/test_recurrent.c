@@ -1023,6 +1023,13 @@ START_TEST(test_bad_options_and_shapes_give_clear_errors)
 					   &tp_host, &li, &err), 0);
 	ck_assert_msg(strstr(err.msg, "h0 must be [B,2,4]") && strstr(err.msg, "got [B,3,4]"),
 		      "%s", err.msg);
+	/* and at run time, an initial state whose batch differs from x's */
+	li = make_layer("gru", "hidden: 4, layers: 2", 3, 5, 3, 2, 4, true, 1);
+	struct px_tensor *x = tensor3(li, 3, 5, 3), *h0 = tensor3(li, 2, 2, 4);
+	const struct px_tensor *run_in[2] = {x, h0};
+	ck_assert_int_eq(px_layer_inst_forward(li, run_in, false, &err), PX_ERR_SHAPE);
+	ck_assert_msg(strstr(err.msg, "h0 must be [3,2,4], got [2,2,4]"), "%s", err.msg);
+	px_layer_inst_free(li);
 }
 END_TEST
 

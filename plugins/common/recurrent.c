@@ -828,11 +828,14 @@ static int check_inputs(const struct px_rec *r, const struct px_tensor *x,
 	for (int s = 0; s < 2; s++) {
 		const struct px_tensor *st = s ? c0 : h0;
 		if (st && (st->ndim != 3 || st->shape[0] != B || st->shape[1] != nl ||
-			   st->shape[2] != H))
-			return px_error_set(err, PX_ERR_SHAPE,
-					    "%s: %s must be [%lld,%lld,%lld], got %lld elements in %d dims",
-					    kn, s ? "c0" : "h0", (long long)B, (long long)nl,
-					    (long long)H, (long long)px_tensor_numel(st), st->ndim);
+			   st->shape[2] != H)) {
+			struct px_shape want = {3, {B, nl, H}}, got;
+			char a[64], w[64];
+			px_tensor_shape(st, &got);
+			return px_error_set(err, PX_ERR_SHAPE, "%s: %s must be %s, got %s", kn,
+					    s ? "c0" : "h0", px_shape_str(&want, w, sizeof w),
+					    px_shape_str(&got, a, sizeof a));
+		}
 	}
 	for (int64_t b = 0; x->lengths && b < B; b++)
 		if (x->lengths[b] < 0 || x->lengths[b] > T)

@@ -899,6 +899,8 @@ done:
 	free(d.flat);
 	free(perm);
 	px_arena_free(batch);
+	if (writer && csv)   /* training began: summary.json, figures/ and report.html (report.c) */
+		rc = px_report_train_end(s, run_dir, rc, err);
 	if (csv)
 		fclose(csv);
 	return rc;

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(gcc meson ninja-build pkg-config python3
           libyaml-dev libopenblas-dev check zlib1g-dev libpng-dev
-          dataset-fashion-mnist)
+          dataset-fashion-mnist
+          chromium)   # renders report.html in tests/test_report.c (skipped without it)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -408,6 +408,8 @@ struct dist {
 	int fail_rank;      /* test hook PLEXUS_TEST_FAIL=RANK:STEP, -1 when unset */
 	int64_t fail_step;
 	const char *dump_dir;   /* test hook PLEXUS_DUMP_PARAMS_DIR, NULL when unset */
+	double wait_s;      /* in the counters' sum, the step's first collective: waiting for
+			     * the slowest rank (comm->comm_s counts it too) */
 };
 
 /* Rank r's share of n examples: a contiguous slice; the first n % size ranks take one more. */
@@ -509,7 +511,9 @@ static int dist_reduce(struct dist *d, struct px_model *m, struct px_loss_result
 		       struct px_error *err)
 {
 	double v[4] = {lr->sum, lr->count, lr->correct < 0 ? 0 : lr->correct, lr->correct < 0};
+	double t0 = now_s();
 	int rc = px_comm_sum_f64(d->c, v, 4, err);
+	d->wait_s += now_s() - t0;
 	if (rc)
 		return rc;
 	*lr = (struct px_loss_result){v[0], v[1], v[3] > 0 ? -1 : v[2]};
@@ -750,7 +754,7 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 		bool has_correct = true;
 		int64_t seen = 0, nsteps = 0;
 		pg.t0 = now_s();
-		c->comm_s = 0;
+		c->comm_s = d.wait_s = 0;
 		for (int64_t k = skip_in_epoch; k < steps_per_epoch; k++) {
 			int64_t b0 = k * bs, n = ds->n - b0 < bs ? ds->n - b0 : bs;
 			int64_t off = 0, mine = n;   /* this rank's slice perm[b0+off .. b0+off+mine) */
@@ -817,7 +821,7 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 		skip_in_epoch = 0;
 		if (writer && pg.tty)
 			fprintf(stderr, "\n");
-		double secs = now_s() - pg.t0, comm_s = c->comm_s;
+		double secs = now_s() - pg.t0, comm_s = c->comm_s - d.wait_s, wait_s = d.wait_s;
 		/* validation on rank 0 alone (every metric exactly as one process computes it); the
 		 * other ranks wait for its numbers, which drive the schedule and early stopping */
 		struct px_metrics val = {.loss = NAN, .accuracy = NAN};
@@ -853,10 +857,12 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 			if (!isnan(val.accuracy))
 				fprintf(stderr, " acc %.4f", val.accuracy);
 			fprintf(stderr, " (%.1fs, %.0f items/s)\n", secs, secs > 0 ? (double)seen / secs : 0.0);
-			if (dist)
-				fprintf(stderr, "  %d ranks: communication %.2f ms/step, %.1f%% of the step time\n",
-					c->size, nsteps ? 1e3 * comm_s / (double)nsteps : 0.0,
-					secs > 0 ? 100 * comm_s / secs : 0.0);
+			if (dist)  /* rank 0's view: its time in collectives, split in two */
+				fprintf(stderr, "  %d ranks: communication %.2f ms/step (%.1f%% of the step time), "
+					"waiting for the slowest rank %.2f ms/step\n", c->size,
+					nsteps ? 1e3 * comm_s / (double)nsteps : 0.0,
+					secs > 0 ? 100 * comm_s / secs : 0.0,
+					nsteps ? 1e3 * wait_s / (double)nsteps : 0.0);
 		}
 		/* schedule and early stopping on the validation loss (train loss without val) */
 		double watched = !isnan(val.loss) ? val.loss : (count > 0 ? sum / count : NAN);

@@ -290,8 +290,10 @@ static int set_default(struct px_config *c, struct px_config_entry *e, struct px
 	return rc;
 }
 
-struct px_config *px_config_new(const struct px_param_spec *schema, const char *file,
-				const char *owner)
+/* Defaults applied; NULL on out of memory, or (with err filled) on a default that does not
+ * satisfy its own schema. */
+static struct px_config *config_new(const struct px_param_spec *schema, const char *file,
+				    const char *owner, struct px_error *err)
 {
 	struct px_config *c = calloc(1, sizeof *c);
 	if (!c)
@@ -304,20 +306,57 @@ struct px_config *px_config_new(const struct px_param_spec *schema, const char *
 	c->owner = px_strdup(owner ? owner : "options");
 	if (!c->e || (file && !c->file) || !c->owner) {
 		px_config_free(c);
+		px_error_set(err, PX_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
 	c->n = n;
 	for (int i = 0; i < n; i++)
 		c->e[i].spec = &schema[i];
 	for (int i = 0; i < n; i++) {
-		struct px_error err;
-		if (set_default(c, &c->e[i], &err)) {
-			/* a schema whose default does not satisfy itself is a programmer error */
-			fprintf(stderr, "plexus: bad default in schema: %s\n", err.msg);
-			assert(!"schema default invalid");
+		bool typed = schema[i].type >= PX_T_INT && schema[i].type <= PX_T_FLOATS;
+		if (!typed || (schema[i].type == PX_T_ENUM && !schema[i].choices)) {
+			px_error_set(err, PX_ERR_INVALID, "option '%s' has no valid type%s", schema[i].key,
+				     typed ? " (an enum without choices)" : "");
+			px_config_free(c);
+			return NULL;
+		}
+		if (set_default(c, &c->e[i], err)) {
+			px_config_free(c);
+			return NULL;
 		}
 	}
 	return c;
+}
+
+struct px_config *px_config_new(const struct px_param_spec *schema, const char *file,
+				const char *owner)
+{
+	struct px_error err = {0};
+	struct px_config *c = config_new(schema, file, owner, &err);
+	/* schemas are checked when their plugin loads (px_schema_check): a bad one here is a
+	 * programmer error in the core's own tables */
+	if (!c && err.code != PX_ERR_NOMEM && err.code) {
+		fprintf(stderr, "plexus: bad schema: %s\n", err.msg);
+		assert(!"schema invalid");
+	}
+	return c;
+}
+
+int px_schema_check(const struct px_param_spec *schema, struct px_error *err)
+{
+	struct px_error e = {0};
+	struct px_config *c = config_new(schema, NULL, "schema", &e);
+	if (!c)
+		return px_error_set(err, e.code ? e.code : PX_ERR_NOMEM, "%s", e.msg);
+	for (int i = 0; i < c->n; i++)
+		for (int j = 0; j < i; j++)
+			if (!strcmp(c->e[i].spec->key, c->e[j].spec->key)) {
+				px_config_free(c);
+				return px_error_set(err, PX_ERR_INVALID, "option '%s' declared twice",
+						    schema[i].key);
+			}
+	px_config_free(c);
+	return 0;
 }
 
 void px_config_free(struct px_config *c)

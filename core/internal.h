@@ -52,6 +52,9 @@ int px_config_set(struct px_config *c, const char *key, const char *const *texts
 		  bool is_list, int line, int col, struct px_error *err);
 /* Every required key is set? Error at the mapping's place names the first missing one. */
 int px_config_check_required(const struct px_config *c, struct px_error *err);
+/* Is a schema well formed (types, choices, defaults satisfying their own ranges, unique keys)?
+ * The loader refuses plugins whose schemas are not. */
+int px_schema_check(const struct px_param_spec *schema, struct px_error *err);
 /* "key1, key2, ..." of a schema, for "valid keys are ..." messages. */
 void px_schema_keys(const struct px_param_spec *schema, char *buf, size_t n);
 /* Parse a number the way pipelines may write it: 1e-3, 0.5, 1/255. */

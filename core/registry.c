@@ -104,6 +104,18 @@ static int refuse(struct px_registry *r, struct px_error *err, int code, const c
 /* Count a NULL-terminated table; -1 when an entry is malformed. */
 #define TABLE_LEN(tbl, n) do { n = 0; while ((tbl) && (tbl)[n]) n++; } while (0)
 
+/* A schema that does not satisfy itself (a default outside its range, an enum without
+ * choices) is refused at load time instead of failing when a pipeline uses the kind. */
+static const char *schema_why(const char *kind, const struct px_param_spec *schema)
+{
+	static char why[PX_ERROR_MSG_MAX];
+	struct px_error e;
+	if (!schema || !px_schema_check(schema, &e))
+		return NULL;
+	snprintf(why, sizeof why, "bad schema of kind '%s': %s", kind, e.msg);
+	return why;
+}
+
 static const char *check_layer(const struct px_layer_ops *o)
 {
 	if (o->struct_size < sizeof *o)
@@ -114,7 +126,7 @@ static const char *check_layer(const struct px_layer_ops *o)
 		return "missing required callback (create, forward, backward or destroy)";
 	if (!o->inputs || !o->inputs[0].name || !o->outputs || !o->outputs[0].name)
 		return "a layer without input or output ports";
-	return NULL;
+	return schema_why(o->kind, o->schema);
 }
 
 static const char *check_cell(const struct px_cell_ops *o)
@@ -134,7 +146,7 @@ static const char *check_loss(const struct px_loss_ops *o)
 		return "loss table smaller than this host's (struct_size)";
 	if (!o->kind || !o->create || !o->forward || !o->destroy)
 		return "loss missing a kind or a required callback";
-	return NULL;
+	return schema_why(o->kind, o->schema);
 }
 
 static const char *check_optim(const struct px_optim_ops *o)
@@ -146,14 +158,14 @@ static const char *check_optim(const struct px_optim_ops *o)
 	bool has_lr = false;
 	for (const struct px_param_spec *s = o->schema; s && s->key; s++)
 		has_lr |= !strcmp(s->key, "lr") && s->type == PX_T_FLOAT;
-	return has_lr ? NULL : "optimizer schema has no float 'lr'";
+	return has_lr ? schema_why(o->kind, o->schema) : "optimizer schema has no float 'lr'";
 }
 
 static const char *check_source(const struct px_source_ops *o)
 {
 	if (o->struct_size < sizeof *o)
 		return "data source table smaller than this host's (struct_size)";
-	return o->kind && o->load ? NULL : "data source missing a kind or load";
+	return o->kind && o->load ? schema_why(o->kind, o->schema) : "data source missing a kind or load";
 }
 
 static int add_entry(struct px_registry *r, enum px_entry_type t, const char *kind,

@@ -213,21 +213,26 @@ static int parse_plugins(struct ctx *c, struct px_pipeline *p, yaml_node_t *map)
 				return fail_at(c, v, "plugins.path must be a directory or a list of them");
 			}
 			p->plugin_paths = calloc((size_t)(n ? n : 1), sizeof *p->plugin_paths);
+			if (!p->plugin_paths)
+				return px_error_set(c->err, PX_ERR_NOMEM, "out of memory");
 			for (int i = 0; !rc && i < n; i++) {
 				p->plugin_paths[i] = dup_scalar(c, items[i], "plugins.path entry", &rc);
+				if (p->plugin_paths[i])   /* counted as soon as owned: freed with p */
+					p->n_plugin_paths++;
 				if (!rc && p->plugin_paths[i][0] != '/')
 					rc = fail_at(c, items[i],
 						     "plugins.path entries must be absolute paths, got '%s'",
 						     p->plugin_paths[i]);
-				if (!rc)
-					p->n_plugin_paths++;
 			}
 		} else if (!strcmp(k, "prefer")) {
-			rc = need_mapping(c, v, "plugins.prefer");
+			if ((rc = need_mapping(c, v, "plugins.prefer")))
+				return rc;
 			const char *kind;
 			yaml_node_t *pv;
 			int n = (int)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
 			p->prefer = calloc((size_t)(n ? n : 1), sizeof *p->prefer);
+			if (!p->prefer)
+				return px_error_set(c->err, PX_ERR_NOMEM, "out of memory");
 			FOR_PAIRS(c, v, kind, pv, rc) {
 				const char *plug;
 				rc = need_scalar(c, pv, "plugins.prefer value", &plug);
@@ -721,7 +726,7 @@ int px_pipeline_load(const char *path, const char *const *overrides, int n_overr
 			rc = need_scalar(&c, v, "description", &s);
 		} else if (!strcmp(k, "seed")) {
 			const char *s;
-			int64_t seed;
+			int64_t seed = 0;
 			rc = need_scalar(&c, v, "seed", &s);
 			if (!rc && (!px_parse_int(s, &seed) || seed < 0))
 				rc = fail_at(&c, v, "'seed' must be a non-negative integer, got '%s'", s);

@@ -1,4 +1,5 @@
 /* The training loop, evaluation and checkpoints. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -142,16 +143,32 @@ int px_load_params(struct px_session *s, const char *path, struct px_error *err)
 	return rc;
 }
 
-/* Optimizer slots, counters and schedule state, for --resume. */
+/* Where a run stands, kept in state.safetensors ("plexus.position") so that --resume after a
+ * kill continues exactly as if it had never stopped: the epoch in progress, whether its end
+ * (validation, metrics line, schedule, early stopping) is done, the epoch's running sums so
+ * far and the length of metrics.csv when the state was saved (later lines are dropped). */
+struct run_pos {
+	int64_t epoch;        /* 0: unknown (a state file of an older plexus) */
+	int64_t epoch_done;
+	double sum, count, correct, gnorm_sum;
+	int64_t seen, nsteps, has_correct;
+	int64_t csv_bytes;    /* -1: unknown */
+};
+
+/* Parameters, buffers, optimizer slots, counters and schedule state: everything --resume needs,
+ * in ONE file, written atomically. The parameters are here as well as in model.safetensors
+ * because the two files are renamed one after the other: a kill between the renames must not
+ * pair the parameters of one step with the optimizer state of another. */
 static int save_state(struct px_session *s, const char *path, int64_t epoch, int64_t step,
-		      const struct px_schedule *sc, double best, int64_t bad, struct px_error *err)
+		      const struct px_schedule *sc, double best, int64_t bad,
+		      const struct run_pos *pos, struct px_error *err)
 {
 	const struct px_optim_ops *ops = optim_ops(s);
 	struct px_model *m = s->model;
 	int n_slots = 0;
 	while (ops->slots && ops->slots[n_slots])
 		n_slots++;
-	int n = m->n_trainable * n_slots;
+	int n = m->n_trainable * n_slots + m->n_params;
 	struct px_st_entry *e = calloc((size_t)(n ? n : 1), sizeof *e);
 	char **names = calloc((size_t)(n ? n : 1), sizeof *names);
 	int rc = 0;
@@ -160,6 +177,15 @@ static int save_state(struct px_session *s, const char *path, int64_t epoch, int
 		goto done;
 	}
 	int k = 0;
+	for (int i = 0; i < m->n_params; i++, k++) {
+		const struct px_tensor *v = m->params[i]->value;
+		names[k] = px_asprintf("params/%s", m->param_names[i]);
+		if (!names[k]) {
+			rc = px_error_set(err, PX_ERR_NOMEM, "out of memory");
+			goto done;
+		}
+		e[k] = (struct px_st_entry){names[k], v->ndim, v->shape, v->data};
+	}
 	for (int i = 0, t = 0; i < m->n_params; i++) {
 		if (!m->params[i]->trainable)
 			continue;
@@ -170,7 +196,11 @@ static int save_state(struct px_session *s, const char *path, int64_t epoch, int
 		}
 		t++;
 	}
-	char ep[32], st[32], lr[64], bs[64], bd[32], hash[32];
+	char ep[32], st[32], lr[64], bs[64], bd[32], hash[32], ps[400];
+	snprintf(ps, sizeof ps, "%lld %lld %.17g %.17g %.17g %.17g %lld %lld %lld %lld",
+		 (long long)pos->epoch, (long long)pos->epoch_done, pos->sum, pos->count, pos->correct,
+		 pos->gnorm_sum, (long long)pos->seen, (long long)pos->nsteps,
+		 (long long)pos->has_correct, (long long)pos->csv_bytes);
 	snprintf(ep, sizeof ep, "%lld", (long long)epoch);
 	snprintf(st, sizeof st, "%lld", (long long)step);
 	snprintf(lr, sizeof lr, "%.17g", sc->lr);
@@ -178,9 +208,10 @@ static int save_state(struct px_session *s, const char *path, int64_t epoch, int
 	snprintf(bd, sizeof bd, "%lld/%.17g", (long long)sc->bad_epochs, best);
 	snprintf(hash, sizeof hash, "%lld", (long long)bad);
 	const char *keys[] = {"plexus.epoch", "plexus.step", "plexus.sched_lr", "plexus.sched_best",
-			      "plexus.sched_bad_and_best", "plexus.early_bad", "plexus.optimizer"};
-	const char *vals[] = {ep, st, lr, bs, bd, hash, ops->kind};
-	rc = px_st_write(path, e, k, keys, vals, 7, err);
+			      "plexus.sched_bad_and_best", "plexus.early_bad", "plexus.optimizer",
+			      "plexus.position"};
+	const char *vals[] = {ep, st, lr, bs, bd, hash, ops->kind, ps};
+	rc = px_st_write(path, e, k, keys, vals, 8, err);
 done:
 	for (int i = 0; names && i < n; i++)
 		free(names[i]);
@@ -189,9 +220,13 @@ done:
 	return rc;
 }
 
+/* *params_loaded: the state held the parameters (else load them from model.safetensors). */
 static int load_state(struct px_session *s, const char *path, int64_t *epoch, int64_t *step,
-		      struct px_schedule *sc, double *best, int64_t *bad, struct px_error *err)
+		      struct px_schedule *sc, double *best, int64_t *bad, struct run_pos *pos,
+		      bool *params_loaded, struct px_error *err)
 {
+	*pos = (struct run_pos){.csv_bytes = -1};
+	*params_loaded = false;
 	struct px_st_file *f;
 	int rc = px_st_open(path, &f, err);
 	if (rc)
@@ -210,6 +245,17 @@ static int load_state(struct px_session *s, const char *path, int64_t *epoch, in
 		goto done;
 	}
 	sc->bad_epochs = sb;
+	const char *ps = px_st_meta(f, "plexus.position");
+	long long pe, pd, pse, pn, ph, pc;
+	if (ps && (sscanf(ps, "%lld %lld %lf %lf %lf %lf %lld %lld %lld %lld", &pe, &pd, &pos->sum,
+			  &pos->count, &pos->correct, &pos->gnorm_sum, &pse, &pn, &ph, &pc) != 10 ||
+		   pe < 1 || pe != *epoch || pd < 0 || pd > 1 || pc < 0)) {
+		rc = px_error_set(err, PX_ERR_CORRUPT, "%s: training position metadata malformed", path);
+		goto done;
+	}
+	if (ps)
+		*pos = (struct run_pos){pe, pd, pos->sum, pos->count, pos->correct, pos->gnorm_sum, pse,
+					pn, ph, pc};
 	if (!ok || strcmp(ok, ops->kind)) {
 		rc = px_error_set(err, PX_ERR_CORRUPT, "%s: state of optimizer '%s', the pipeline uses '%s'",
 				  path, ok ? ok : "?", ops->kind);
@@ -237,9 +283,77 @@ static int load_state(struct px_session *s, const char *path, int64_t *epoch, in
 		}
 		t++;
 	}
+	/* the parameters of the same step (absent in state files of older versions) */
+	for (int i = 0; i < m->n_params && !rc; i++) {
+		char name[512];
+		snprintf(name, sizeof name, "params/%s", m->param_names[i]);
+		int k = px_st_find(f, name);
+		if (k < 0) {
+			if (i == 0)
+				break;
+			rc = px_error_set(err, PX_ERR_CORRUPT, "%s: parameter '%s' missing", path, name);
+			break;
+		}
+		int nd;
+		int64_t sh[PX_MAX_DIMS];
+		const float *d = px_st_data(f, k, &nd, sh);
+		const struct px_tensor *v = m->params[i]->value;
+		bool same = nd == v->ndim;
+		for (int q = 0; same && q < nd; q++)
+			same = sh[q] == v->shape[q];
+		if (!same) {
+			rc = px_error_set(err, PX_ERR_CORRUPT, "%s: parameter '%s' has another shape than "
+					  "in the model", path, name);
+			break;
+		}
+		memcpy(v->data, d, (size_t)px_tensor_numel(v) * sizeof(float));
+		*params_loaded = i == m->n_params - 1;
+	}
 done:
 	px_st_close(f);
 	return rc;
+}
+
+/* The step a checkpoint was saved at, -1 when it cannot be read. */
+static int64_t model_step(const char *path)
+{
+	struct px_st_file *f;
+	struct px_error e;
+	int64_t step = -1;
+	if (px_st_open(path, &f, &e))
+		return -1;
+	const char *v = px_st_meta(f, "plexus.step");
+	if (!v || !px_parse_int(v, &step))
+		step = -1;
+	px_st_close(f);
+	return step;
+}
+
+/* Bytes written to metrics.csv so far (flushed), or -1. */
+static int64_t csv_bytes(FILE *csv)
+{
+	struct stat st;
+	if (!csv || fflush(csv) != 0 || fstat(fileno(csv), &st) != 0)
+		return -1;
+	return (int64_t)st.st_size;
+}
+
+/* A kill during a checkpoint write leaves its temporary file ("model.safetensors.tmp.<pid>",
+ * see px_st_write): remove those of earlier runs in this run directory. */
+static void remove_stale_temps(const char *run_dir)
+{
+	DIR *d = opendir(run_dir);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));) {
+		const char *t = strstr(e->d_name, ".safetensors.tmp.");
+		if (!t || strspn(t + 17, "0123456789") != strlen(t + 17) || !t[17])
+			continue;
+		char p[4400];
+		snprintf(p, sizeof p, "%s/%s", run_dir, e->d_name);
+		unlink(p);
+	}
+	closedir(d);
 }
 
 /* ---------------------------------------------------------------- evaluation */
@@ -700,30 +814,62 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 		goto done;
 	int64_t start_epoch = 1, step = 0, skip_in_epoch = 0, bad = 0;
 	double best = monitor_acc ? -INFINITY : INFINITY;
+	struct run_pos pos = {.csv_bytes = -1};
+	if (writer)
+		remove_stale_temps(run_dir);
 	if (resume && writer) {
 		int64_t done_epoch;
-		if ((rc = px_load_params(s, model_path, err)))
+		bool have_params;
+		if ((rc = load_state(s, state_path, &done_epoch, &step, &sched, &best, &bad, &pos,
+				     &have_params, err)))
 			goto done;
-		if ((rc = load_state(s, state_path, &done_epoch, &step, &sched, &best, &bad, err)))
+		if (!have_params && (rc = px_load_params(s, model_path, err)))
 			goto done;
-		(void)done_epoch;
+		/* killed between the state and the model: bring the model to the state's step */
+		if (have_params && model_step(model_path) != step &&
+		    (rc = px_save_checkpoint(s, model_path, done_epoch, step, err)))
+			goto done;
 	} else if (writer && (rc = write_text(yaml_path, s->pl->text ? s->pl->text : "", err))) {
 		goto done;
 	}
 	if (dist && (rc = dist_share_state(s, c, &step, &sched, &best, &bad, err)))
 		goto done;
-	if (resume) {  /* a checkpoint at step k of epoch e (steps counted globally) */
+	if (dist && (rc = px_comm_bcast(c, &pos, sizeof pos, 0, err)))
+		goto done;
+	if (resume && pos.epoch > 0) {  /* the state says where: in epoch e, or after its end */
+		start_epoch = pos.epoch + pos.epoch_done;
+		skip_in_epoch = pos.epoch_done ? 0 : step - (pos.epoch - 1) * steps_per_epoch;
+		if (skip_in_epoch < 0 || skip_in_epoch > steps_per_epoch) {
+			rc = px_error_set(err, PX_ERR_INVALID, "%s: step %lld of epoch %lld does not fit "
+					  "%lld steps per epoch (were the data or the batch size changed?)",
+					  state_path, (long long)step, (long long)pos.epoch,
+					  (long long)steps_per_epoch);
+			goto done;
+		}
+		if (writer)
+			fprintf(stderr, "resuming %s at epoch %lld, step %lld\n", run_dir,
+				(long long)start_epoch, (long long)step);
+	} else if (resume) {  /* a checkpoint at step k of epoch e (steps counted globally) */
 		start_epoch = step / steps_per_epoch + 1;
 		skip_in_epoch = step % steps_per_epoch;
 		if (writer)
 			fprintf(stderr, "resuming %s at epoch %lld, step %lld\n", run_dir,
 				(long long)start_epoch, (long long)step);
 	}
+	if (writer && resume && pos.csv_bytes >= 0) {
+		/* lines written after the state was saved are written again */
+		struct stat st;
+		if (stat(csv_path, &st) == 0 && st.st_size > pos.csv_bytes &&
+		    truncate(csv_path, (off_t)pos.csv_bytes) != 0) {
+			rc = px_error_set(err, PX_ERR_IO, "%s: cannot truncate: %s", csv_path, strerror(errno));
+			goto done;
+		}
+	}
 	if (writer && !(csv = fopen(csv_path, resume ? "a" : "w"))) {
 		rc = px_error_set(err, PX_ERR_IO, "%s: cannot write: %s", csv_path, strerror(errno));
 		goto done;
 	}
-	bool header_done = resume;
+	bool header_done = resume && pos.csv_bytes != 0;
 
 	batch = px_arena_new(1 << 20);
 	perm = malloc((size_t)ds->n * sizeof *perm);
@@ -753,6 +899,15 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 		double sum = 0, count = 0, correct = 0, gnorm_sum = 0;
 		bool has_correct = true;
 		int64_t seen = 0, nsteps = 0;
+		if (resume && epoch == pos.epoch && !pos.epoch_done) {  /* the epoch's sums so far */
+			sum = pos.sum;
+			count = pos.count;
+			correct = pos.correct;
+			gnorm_sum = pos.gnorm_sum;
+			seen = pos.seen;
+			nsteps = pos.nsteps;
+			has_correct = pos.has_correct;
+		}
 		pg.t0 = now_s();
 		c->comm_s = d.wait_s = 0;
 		for (int64_t k = skip_in_epoch; k < steps_per_epoch; k++) {
@@ -813,7 +968,9 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 				progress_step(&pg, epoch, epochs, k + 1, steps_per_epoch, sum / count,
 					      has_correct ? correct / count : NAN, el > 0 ? (double)seen / el : 0);
 			if (writer && ckpt_steps > 0 && step % ckpt_steps == 0) {
-				if ((rc = save_state(s, state_path, epoch, step, &sched, best, bad, err)) ||
+				struct run_pos now = {epoch, 0, sum, count, correct, gnorm_sum, seen, nsteps,
+						      has_correct, csv_bytes(csv)};
+				if ((rc = save_state(s, state_path, epoch, step, &sched, best, bad, &now, err)) ||
 				    (rc = px_save_checkpoint(s, model_path, epoch, step, err)))
 					goto done;
 			}
@@ -878,7 +1035,8 @@ int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_e
 				stop = true;
 			}
 		}
-		if (writer && ((rc = save_state(s, state_path, epoch, step, &sched, best, bad, err)) ||
+		struct run_pos now = {epoch, 1, 0, 0, 0, 0, 0, 0, 1, csv_bytes(csv)};
+		if (writer && ((rc = save_state(s, state_path, epoch, step, &sched, best, bad, &now, err)) ||
 			       (rc = px_save_checkpoint(s, model_path, epoch, step, err))))
 			goto done;
 		if (writer && keep > 1) {

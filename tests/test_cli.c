@@ -268,6 +268,10 @@ END_TEST
 
 START_TEST(test_quickstart_learns_fashion_mnist_above_chance)
 {
+	if (getenv("PLEXUS_SKIP_SLOW_TESTS")) {   /* scripts/test-valgrind.sh: hours under valgrind */
+		printf("SKIP: PLEXUS_SKIP_SLOW_TESTS is set\n");
+		return;
+	}
 	if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0) {
 		printf("SKIP: Debian's dataset-fashion-mnist is not installed\n");
 		return;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, AddressSanitizer + UndefinedBehaviorSanitizer) into
+# build-fuzz and fuzzes them, one after the other, one process each:
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default 600 s; all four targets)
+#   targets: pipeline checkpoint idx npy (tests/fuzz/fuzz_<target>.c)
+#
+# Each target starts from its committed seeds (tests/fuzz/corpus/<target>, never written) plus
+# what earlier runs found (build-fuzz/corpus/<target>); crashes go to build-fuzz/crashes/<target>/.
+# A summary line per target (execs, corpus, crashes) is appended to build-fuzz/fuzz-log.txt.
+# Needs Debian's clang and libclang-rt-14-dev (libFuzzer is part of it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-600}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(pipeline checkpoint idx npy)
+builddir=${PLEXUS_FUZZ_BUILDDIR:-build-fuzz}
+if [ ! -f "$builddir/build.ninja" ]; then
+  CC=clang meson setup "$builddir" -Dfuzz=enabled -Db_sanitize=address,undefined \
+    -Db_lundef=false -Dc_args="-fsanitize=fuzzer-no-link -Wno-unknown-warning-option"
+fi
+ninja -C "$builddir" $(printf "tests/fuzz/fuzz_%s " "${targets[@]}")
+export ASAN_OPTIONS=detect_leaks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export PLEXUS_PLUGIN_PATH= PLEXUS_PLUGINSDIR= OPENBLAS_NUM_THREADS=1
+status=0
+for t in "${targets[@]}"; do
+  mkdir -p "$builddir/corpus/$t" "$builddir/crashes/$t"
+  log="$builddir/fuzz-$t.log"
+  echo "fuzzing $t for ${secs}s (log: $log)"
+  rc=0
+  # one process (libFuzzer's default; the same as -jobs=1): CI machines are small and shared
+  "$builddir/tests/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 \
+    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$builddir/crashes/$t/" \
+    "$builddir/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1 || rc=$?
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
+  units=$(grep -o 'corp: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
+  crashes=$(find "$builddir/crashes/$t" -type f | wc -l)
+  line="$(date -u +%FT%TZ) $t: ${secs}s, $execs execs, corpus $units, $crashes crash files, exit $rc"
+  echo "$line" | tee -a "$builddir/fuzz-log.txt"
+  [ "$rc" -eq 0 ] || status=$rc
+done
+exit $status

@@ -104,9 +104,15 @@ int px_comm_sum_f64(struct px_comm *c, double *v, int n, struct px_error *err)
 		return px_error_set(err, PX_ERR_INVALID, "px_comm_sum_f64: %d values (at most 16)", n);
 	if (c->size == 1)
 		return 0;
-	double *all = malloc((size_t)c->size * (size_t)n * sizeof *all);
-	if (!all)
-		return px_error_set(err, PX_ERR_NOMEM, "out of memory");
+	size_t need = (size_t)c->size * 16;
+	if (c->gathered_n < need) {  /* once: no allocation in the steps that follow */
+		double *g = realloc(c->gathered, need * sizeof *g);
+		if (!g)
+			return px_error_set(err, PX_ERR_NOMEM, "out of memory");
+		c->gathered = g;
+		c->gathered_n = need;
+	}
+	double *all = c->gathered;
 	int rc = px_comm_allgather(c, v, all, (size_t)n * sizeof *v, err);
 	for (int i = 0; !rc && i < n; i++) {
 		double s = 0;
@@ -114,6 +120,5 @@ int px_comm_sum_f64(struct px_comm *c, double *v, int n, struct px_error *err)
 			s += all[(size_t)r * (size_t)n + (size_t)i];
 		v[i] = s;
 	}
-	free(all);
 	return rc;
 }

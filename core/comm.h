@@ -44,6 +44,8 @@ struct px_comm {
 	bool agreed_failure;
 	/* Seconds spent in collectives since the counter was last zeroed (the trainer's). */
 	double comm_s;
+	double *gathered;      /* px_comm_sum_f64's buffer, grown once, freed by close */
+	size_t gathered_n;
 };
 
 /* The communicator of this process: MPI when plexus was built with MPI and the process was

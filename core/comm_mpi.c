@@ -128,6 +128,7 @@ static void mpi_close(struct px_comm *c)
 {
 	struct mpi_comm *mc = (struct mpi_comm *)c;
 	free(mc->tmp);
+	free(c->gathered);
 	free(mc);
 	int done = 0;
 	MPI_Finalized(&done);

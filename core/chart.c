@@ -177,12 +177,22 @@ void px_axis_label(const struct px_axis *ax, double v, char *buf, size_t n)
 	}
 	int k = (int)floor(log10(ax->step) + 1e-9);   /* step = m 10^k */
 	double big = fmax(fabs(ax->lo), fabs(ax->hi));
+	if (big < 1e4 && k >= -5) {   /* "0.25", "3", "1200" */
+		snprintf(buf, n, "%.*f", k < 0 ? -k : 0, v);
+		return;
+	}
+	if (big < 1e15 && k >= 0) {   /* "200k", "1.5M": thousands, millions, ... */
+		static const char *const unit[5] = {"", "k", "M", "G", "T"};
+		int ue = 3 * (int)floor(log10(big) / 3 + 1e-9);
+		ue = ue < 3 ? 3 : ue > 12 ? 12 : ue;
+		snprintf(buf, n, "%.*f%s", ue - k > 0 ? ue - k : 0, v / pow(10, ue), unit[ue / 3]);
+		return;
+	}
 	if (big < 1e6 && k >= -5) {
 		snprintf(buf, n, "%.*f", k < 0 ? -k : 0, v);
 		return;
 	}
-	int e = (int)floor(log10(fabs(v)));
-	int digits = e - k;
+	int digits = (int)floor(log10(big) + 1e-9) - k;   /* the same for every tick */
 	snprintf(buf, n, "%.*e", digits < 0 ? 0 : digits > 15 ? 15 : digits, v);
 }
 

@@ -179,12 +179,20 @@ START_TEST(test_tick_labels_show_the_decimals_the_step_needs)
 		px_axis_label(&ax, px_axis_tick(&ax, t), lab, sizeof lab);
 		ck_assert_str_eq(lab, want[t]);
 	}
-	px_axis_nice(0, 2.5e7, 6, false, &ax);
+	px_axis_nice(0, 2.5e7, 6, false, &ax);   /* thousands, millions: SI suffixes */
 	px_axis_label(&ax, px_axis_tick(&ax, 1), lab, sizeof lab);
-	ck_assert_str_eq(lab, "5e+06");
-	px_axis_nice(0, 2.2e-7, 6, false, &ax);
+	ck_assert_str_eq(lab, "5M");
+	px_axis_nice(0, 7e5, 6, false, &ax);
 	px_axis_label(&ax, px_axis_tick(&ax, 1), lab, sizeof lab);
-	ck_assert_str_eq(lab, "5e-08");
+	ck_assert_str_eq(lab, "200k");
+	px_axis_nice(0, 1.5e6, 6, false, &ax);
+	px_axis_label(&ax, px_axis_tick(&ax, 1), lab, sizeof lab);
+	ck_assert_str_eq(lab, "0.5M");
+	px_axis_nice(0, 2.2e-7, 6, false, &ax);   /* the same mantissa digits on every tick */
+	px_axis_label(&ax, px_axis_tick(&ax, 1), lab, sizeof lab);
+	ck_assert_str_eq(lab, "5.0e-08");
+	px_axis_label(&ax, px_axis_tick(&ax, 4), lab, sizeof lab);
+	ck_assert_str_eq(lab, "2.0e-07");
 	ax.log = true;
 	px_axis_label(&ax, -3, lab, sizeof lab);
 	ck_assert_str_eq(lab, "0.001");

@@ -216,7 +216,7 @@ static enum px_rec_isa pick_isa(void)
 
 /* ------------------------------------------------------------------ thread team */
 
-/* Threads 1..n-1 sleep until a job starts; all n run it and meet at spin barriers. */
+/* Threads 1..n-1 sleep until a job starts; all n run it (see struct sched). */
 struct px_rec_team {
 	int n;
 	pthread_t th[PX_REC_MAX_THREADS];
@@ -227,9 +227,6 @@ struct px_rec_team {
 	bool quit;
 	void (*fn)(void *ctx, int tid);
 	void *ctx;
-	atomic_int arrived;
-	atomic_int phase;
-	int local[PX_REC_MAX_THREADS];  /* each thread's barrier phase, touched by it only */
 };
 
 struct team_start {
@@ -314,7 +311,6 @@ static void team_run(struct px_rec_team *tm, void (*fn)(void *, int), void *ctx)
 	tm->fn = fn;
 	tm->ctx = ctx;
 	tm->busy = tm->n - 1;
-	atomic_store(&tm->arrived, 0);
 	tm->gen++;
 	pthread_cond_broadcast(&tm->start);
 	pthread_mutex_unlock(&tm->mu);
@@ -323,28 +319,6 @@ static void team_run(struct px_rec_team *tm, void (*fn)(void *, int), void *ctx)
 	while (tm->busy)
 		pthread_cond_wait(&tm->done, &tm->mu);
 	pthread_mutex_unlock(&tm->mu);
-}
-
-void px_rec_sync(const struct px_rec_run *r, int tid)
-{
-	struct px_rec_team *tm = r->team;
-	if (r->threads <= 1 || !tm)
-		return;
-	int ph = tm->local[tid] = !tm->local[tid];
-	if (atomic_fetch_add(&tm->arrived, 1) == r->threads - 1) {
-		atomic_store(&tm->arrived, 0);
-		atomic_store(&tm->phase, ph);
-		return;
-	}
-	for (unsigned spin = 0; atomic_load(&tm->phase) != ph; spin++) {
-		if (spin < 4096) {
-#ifdef PX_REC_X86
-			_mm_pause();
-#endif
-		} else {
-			sched_yield();  /* a loaded machine: let the others run */
-		}
-	}
 }
 
 int64_t px_rec_hh_cols(const struct px_rec_run *r, int64_t j0, int64_t n, int64_t n0,
@@ -356,30 +330,23 @@ int64_t px_rec_hh_cols(const struct px_rec_run *r, int64_t j0, int64_t n, int64_
 	return r->wt ? 1 : r->H;
 }
 
-void px_rec_units(const struct px_rec_run *r, int tid, int64_t *j0, int64_t *j1)
-{
-	int64_t tiles = (r->H + PX_REC_TILE - 1) / PX_REC_TILE;
-	*j0 = tiles * tid / r->threads * PX_REC_TILE;
-	*j1 = tiles * (tid + 1) / r->threads * PX_REC_TILE;
-	if (*j1 > r->H)
-		*j1 = r->H;
-	if (*j0 > r->H)
-		*j0 = r->H;
-}
-
-/* Threads for a step of this size, when a step is worth splitting: OpenBLAS's count, or
- * PLEXUS_REC_THREADS. */
+/* Threads for a step: OpenBLAS's count when a step is worth splitting, or exactly
+ * PLEXUS_REC_THREADS (at most one per two tiles of units). */
 static int threads_for(const struct px_rec_cfg *c, int64_t P)
 {
 	int64_t H = c->hidden, work = (int64_t)c->kind->gates * H * H * P;
 	int64_t tiles = (H + PX_REC_TILE - 1) / PX_REC_TILE;
 	const char *e = getenv("PLEXUS_REC_THREADS");
 	int n = e && atoi(e) > 0 ? atoi(e) : px_get_threads();
+	/* below ~4M multiply-adds a step, one barrier per step costs more than it saves (rnn
+	 * H=256 B=32 ran 2x slower on 2 threads next to OpenBLAS's own spinning thread) */
+	if (!(e && atoi(e) > 0) && work < ((int64_t)1 << 22))
+		n = 1;
 	if (n > PX_REC_MAX_THREADS)
 		n = PX_REC_MAX_THREADS;
 	if (n > tiles / 2)
 		n = (int)(tiles / 2);
-	return work < ((int64_t)1 << 20) || n < 1 ? 1 : n;
+	return n < 1 ? 1 : n;
 }
 
 /* ------------------------------------------------------------------ small helpers */
@@ -469,13 +436,108 @@ static struct px_tensor *tensor_raw(struct px_arena *a, int ndim, const int64_t 
 
 /* ------------------------------------------------------------------ running a lane */
 
-static void lane_fwd_job(void *ctx, int tid)
+/* Work sharing over the unit tiles of a row of stages (the steps of a sequence, or their
+ * phases): stage s+1 starts once every tile of stage s is done. Each thread has a range of
+ * tiles it takes first (so its part of W_hh stays in its cache); then it helps with the other
+ * ranges. A thread that is not running holds no tile, so nobody waits for it: at most for the
+ * one tile a thread was descheduled in the middle of. */
+struct sched {
+	int n;                        /* threads */
+	int64_t tiles, stages;
+	int64_t start[PX_REC_MAX_THREADS + 1];   /* range of thread i: [start[i], start[i+1]) */
+	struct {
+		_Alignas(64) atomic_llong claimed;    /* tiles of this range claimed, all stages */
+	} range[PX_REC_MAX_THREADS];
+	_Alignas(64) atomic_llong done;         /* tiles completed, all stages (added per stage) */
+	void (*work)(void *ctx, int64_t stage, int64_t j0, int64_t n, int tid);
+	void *ctx;
+	int64_t H;
+};
+
+static void sched_init(struct sched *s, int n, int64_t H, int64_t stages,
+		       void (*work)(void *, int64_t, int64_t, int64_t, int), void *ctx)
+{
+	s->n = n;
+	s->H = H;
+	s->tiles = (H + PX_REC_TILE - 1) / PX_REC_TILE;
+	s->stages = stages;
+	for (int i = 0; i <= n; i++)
+		s->start[i] = s->tiles * i / n;
+	for (int i = 0; i < n; i++)
+		atomic_init(&s->range[i].claimed, 0);
+	atomic_init(&s->done, 0);
+	s->work = work;
+	s->ctx = ctx;
+}
+
+/* The next tile of range i in this stage, or -1 */
+static int64_t sched_claim(struct sched *s, int i, int64_t stage)
+{
+	int64_t len = s->start[i + 1] - s->start[i];
+	long long k = atomic_load(&s->range[i].claimed);
+	while (k < (stage + 1) * len)
+		if (atomic_compare_exchange_weak(&s->range[i].claimed, &k, k + 1))
+			return s->start[i] + k - stage * len;
+	return -1;
+}
+
+static void sched_wait(struct sched *s, int64_t target)
+{
+	for (unsigned spin = 0; atomic_load(&s->done) < target; spin++) {
+		if (spin < 4096) {
+#ifdef PX_REC_X86
+			_mm_pause();
+#endif
+		} else {
+			sched_yield();  /* a loaded machine: let the others run */
+		}
+	}
+}
+
+static void sched_job(void *ctx, int tid)
+{
+	struct sched *s = ctx;
+	for (int64_t st = 0; st < s->stages; st++) {
+		int64_t did = 0, tile;
+		for (int i = 0; i < s->n; i++) {
+			int range = (tid + i) % s->n;
+			while ((tile = sched_claim(s, range, st)) >= 0) {
+				int64_t j0 = tile * PX_REC_TILE;
+				s->work(s->ctx, st, j0, s->H - j0 < PX_REC_TILE ? s->H - j0 : PX_REC_TILE,
+					tid);
+				did++;
+			}
+		}
+		atomic_fetch_add(&s->done, did);  /* once per stage: the counter is shared */
+		sched_wait(s, (st + 1) * s->tiles);
+	}
+}
+
+/* Runs `stages` stages of work over the unit tiles of r, on r's team or on the caller. */
+static void run_stages(const struct px_rec_run *r, int64_t stages,
+		       void (*work)(void *, int64_t, int64_t, int64_t, int), void *ctx)
+{
+	struct sched s;
+	int n = r->threads > 1 && r->team ? r->threads : 1;
+	sched_init(&s, n, r->H, stages, work, ctx);
+	if (n > 1)
+		team_run(r->team, sched_job, &s);
+	else
+		sched_job(&s, 0);
+}
+
+/* forward: stage = step (in the order the direction runs) x phase */
+static void fwd_work(void *ctx, int64_t stage, int64_t j0, int64_t n, int tid)
 {
 	const struct px_rec_run *r = ctx;
-	for (int64_t s = 0; s < r->T; s++) {
-		r->cfg->kind->step(r, r->rev ? r->T - 1 - s : s, tid);
-		px_rec_sync(r, tid);
-	}
+	int ph = r->cfg->kind->phases(r->cfg);
+	int64_t s = stage / ph, t = r->rev ? r->T - 1 - s : s;
+	r->cfg->kind->step(r, t, (int)(stage % ph), j0, n, r->acc + tid * r->acc_floats);
+}
+
+static void lane_forward_steps(const struct px_rec_run *r)
+{
+	run_stages(r, r->T * r->cfg->kind->phases(r->cfg), fwd_work, (void *)r);
 }
 
 struct bwd_job {
@@ -490,38 +552,38 @@ static bool tbptt_cut(const struct bwd_job *j, int64_t t)
 	return j->tbptt > 0 && (j->r->rev ? t : t + 1) % j->tbptt == 0;
 }
 
-static void lane_bwd_job(void *ctx, int tid)
+/* backward: stage 0 packs W_hh^T, then step (in reverse order of forward) x phase, then (when
+ * wanted) the W_hh path into the initial state */
+static void bwd_work(void *ctx, int64_t stage, int64_t j0, int64_t n, int tid)
 {
 	const struct bwd_job *j = ctx;
 	const struct px_rec_run *r = j->r;
-	int64_t T = r->T, t = 0, u0, u1, H = r->H, GH = r->cfg->kind->gates * H;
-	px_rec_units(r, tid, &u0, &u1);
-	if (r->wt && u1 > u0)  /* the W_hh^T rows of own units */
-		transpose(r->w_hh + u0, GH, u1 - u0, H, r->wt + u0 * GH, GH, false);
-	for (int64_t s = T - 1; s >= 0; s--) {
-		t = r->rev ? T - 1 - s : s;
-		bool first = s == T - 1;
-		r->cfg->kind->step_backward(r, t, first, !first && tbptt_cut(j, t), tid);
-		px_rec_sync(r, tid);
-	}
-	if (!j->want_init || T == 0)
-		return;
-	int64_t P = r->P;
+	const struct px_rec_kind *k = r->cfg->kind;
+	int64_t T = r->T, P = r->P, GH = k->gates * r->H;
+	int ph = k->phases(r->cfg);
 	float *acc = r->acc + tid * r->acc_floats;
-	for (int64_t a = u0; a < u1; a += PX_REC_TILE) {
-		int64_t n = u1 - a < PX_REC_TILE ? u1 - a : PX_REC_TILE;
-		r->cfg->kind->grad_state(r, t, a, n, acc);
-		for (int64_t i = 0; i < n * P; i++)
-			r->ch[a * P + i] += acc[i];
+	if (stage == 0) {  /* W_hh^T rows of these units */
+		transpose(r->w_hh + j0, GH, n, r->H, r->wt + j0 * GH, GH, false);
+		return;
 	}
+	int64_t s = T - 1 - (stage - 1) / ph, t = r->rev ? T - 1 - s : s;
+	if (s < 0) {  /* after the last step: + the W_hh path of the initial state */
+		t = r->rev ? T - 1 : 0;
+		k->grad_state(r, t, j0, n, acc);
+		for (int64_t i = 0; i < n * P; i++)
+			r->ch[j0 * P + i] += acc[i];
+		return;
+	}
+	bool first = s == T - 1;
+	k->step_backward(r, t, (int)((stage - 1) % ph), first, !first && tbptt_cut(j, t), j0, n, acc,
+			 r->sq ? r->sq + tid * T + t : NULL);
 }
 
-static void run_job(const struct px_rec_run *r, void (*fn)(void *, int), void *ctx)
+static void lane_backward_steps(const struct px_rec_run *r, int64_t tbptt, bool want_init)
 {
-	if (r->threads > 1)
-		team_run(r->team, fn, ctx);
-	else
-		fn(ctx, 0);
+	struct bwd_job j = {.r = r, .tbptt = tbptt, .want_init = want_init};
+	int64_t stages = 1 + r->T * r->cfg->kind->phases(r->cfg) + (want_init && r->T > 0);
+	run_stages(r, stages, bwd_work, &j);
 }
 
 /* ------------------------------------------------------------------ the layer */
@@ -760,7 +822,7 @@ static int lane_forward(struct px_rec *r, int64_t l, int64_t d, int64_t F, float
 	struct px_rec_run run;
 	lane_run(r, l, d, &run);
 	run.y = Y + d * H * T * P;
-	run_job(&run, lane_fwd_job, &run);
+	lane_forward_steps(&run);
 	return 0;
 }
 
@@ -1040,8 +1102,7 @@ static int lane_backward(struct px_rec *r, int64_t l, int64_t d, const float *dY
 	}
 	struct px_tensor *d_h0 = bw->n_in > IN_H0 ? bw->d_in[IN_H0] : NULL;
 	struct px_tensor *d_c0 = r->n_state > 1 && bw->n_in > IN_C0 ? bw->d_in[IN_C0] : NULL;
-	struct bwd_job job = {.r = &run, .tbptt = r->tbptt, .want_init = d_h0 || d_c0};
-	run_job(&run, lane_bwd_job, &job);
+	lane_backward_steps(&run, r->tbptt, d_h0 || d_c0);
 	/* ch, cc now hold dLoss/d(initial state) */
 	for (int s = 0; s < r->n_state; s++) {
 		struct px_tensor *g = s ? d_c0 : d_h0;
@@ -1252,7 +1313,10 @@ void px_rec_cell_step(void *self, int64_t batch, const float *x, const float *s_
 		cell_load(c, batch, b0, nb, x, s_prev, cache, &run);
 		px_gemm(false, false, GH, L, c->input, 1.0f, c->w_ih->value->data, c->input, c->xt, L,
 			0.0f, run.g, L);
-		k->step(&run, 0, 0);
+		for (int ph = 0; ph < k->phases(&c->cfg); ph++)
+			for (int64_t j0 = 0; j0 < H; j0 += PX_REC_TILE)
+				k->step(&run, 0, ph, j0, H - j0 < PX_REC_TILE ? H - j0 : PX_REC_TILE,
+					c->acc);
 		transpose(c->s + L, H, nb, 2 * L, s_next + b0 * H, H, false);
 		if (k->n_state > 1)
 			transpose(c->c + L, H, nb, 2 * L, s_next + (batch + b0) * H, H, false);
@@ -1277,7 +1341,10 @@ void px_rec_cell_step_backward(void *self, int64_t batch, const float *x, const 
 			memset(c->cc, 0, (size_t)(H * L) * sizeof(float));
 			transpose(d_s_next + (batch + b0) * H, nb, H, H, c->cc, L, false);
 		}
-		k->step_backward(&run, 0, true, false, 0);
+		for (int ph = 0; ph < k->phases(&c->cfg); ph++)
+			for (int64_t j0 = 0; j0 < H; j0 += PX_REC_TILE)
+				k->step_backward(&run, 0, ph, true, false, j0,
+						 H - j0 < PX_REC_TILE ? H - j0 : PX_REC_TILE, c->acc, NULL);
 		for (int64_t j0 = 0; j0 < H; j0 += PX_REC_TILE) {  /* + the W_hh path */
 			int64_t n = H - j0 < PX_REC_TILE ? H - j0 : PX_REC_TILE;
 			k->grad_state(&run, 0, j0, n, c->acc);

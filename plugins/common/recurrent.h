@@ -16,8 +16,11 @@
  * states before all steps form one [H][T*P] matrix for the dW_hh GEMM.
  *
  * Threads. One step needs the whole state of the step before, so the hidden units of a step
- * are split among a small team of threads that meet at one barrier per step (two for gru with
- * reset_after false); the team sleeps between sequences, when the big GEMMs run in OpenBLAS. */
+ * are cut into tiles of 8 units that a small team of threads shares, step after step; a thread
+ * takes the tiles of its own range first (its part of W_hh stays in its cache) and then helps
+ * with the others', so a thread the OS has descheduled (next to OpenBLAS's own spinning
+ * threads, or on a busy machine) holds up at most the tile it is on. The team sleeps between
+ * sequences, when the big GEMMs run in OpenBLAS. */
 #ifndef PX_PLUGINS_RECURRENT_H
 #define PX_PLUGINS_RECURRENT_H
 
@@ -100,13 +103,9 @@ static inline int64_t px_rec_later(const struct px_rec_run *r, int64_t t)
  * the stride between its elements (1 when W_hh^T is packed in wt). */
 int64_t px_rec_hh_cols(const struct px_rec_run *r, int64_t j0, int64_t n, int64_t n0,
 		       const float **w);
-/* Units [*j0, *j1) of thread tid (tile-aligned). */
-void px_rec_units(const struct px_rec_run *r, int tid, int64_t *j0, int64_t *j1);
 /* acc[i][0:P] (+)= sum_k w[i][k*ws] * v[k*ldv + 0:P] for i < rows; P a multiple of 16. */
 void px_rec_mm(const struct px_rec_run *r, int64_t rows, const float *const *w, int64_t ws,
 	       int64_t K, const float *v, int64_t ldv, float *acc, bool add);
-/* All threads of the run meet here (a no-op for one thread). */
-void px_rec_sync(const struct px_rec_run *r, int tid);
 
 /* A cell kind: what differs between rnn, lstm and gru. */
 struct px_rec_kind {
@@ -117,12 +116,19 @@ struct px_rec_kind {
 	bool (*uses_dgh)(const struct px_rec_cfg *c);
 	/* Rows [0, n) of b_hh add straight onto the gate pre-activations (folded into bias). */
 	int64_t (*folded_hh_bias)(const struct px_rec_cfg *c);
-	/* Step t for thread tid's units (px_rec_units), all lanes. */
-	void (*step)(const struct px_rec_run *r, int64_t t, int tid);
-	/* Backward of step t: reads ch/cc (zero when cut) and the W_hh path from the later step
-	 * (none when first or cut), writes dg (and dgh) at t and turns ch/cc into the gradient of
-	 * the state before t, less its W_hh path. Adds sum (dLoss/dh_t)^2 into sq. */
-	void (*step_backward)(const struct px_rec_run *r, int64_t t, bool first, bool cut, int tid);
+	/* Phases of one step: 1, or 2 when the second needs the first done for every unit (gru
+	 * with reset_after false: W_hn acts on r*h). */
+	int (*phases)(const struct px_rec_cfg *c);
+	/* Phase ph of step t for units j0 .. j0+n (n <= PX_REC_TILE), all lanes; acc: scratch of
+	 * acc_floats. */
+	void (*step)(const struct px_rec_run *r, int64_t t, int ph, int64_t j0, int64_t n,
+		     float *acc);
+	/* Backward of phase ph of step t, same units: reads ch/cc (zero when cut) and the W_hh
+	 * path from the later step (none when first or cut), writes dg (and dgh, blk) at t and
+	 * turns ch/cc into the gradient of the state before t, less its W_hh path. Adds the sum
+	 * of (dLoss/dh_t)^2 of these units into *sq (when sq is non-NULL). */
+	void (*step_backward)(const struct px_rec_run *r, int64_t t, int ph, bool first, bool cut,
+			      int64_t j0, int64_t n, float *acc, double *sq);
 	/* acc[u][0:P] = the W_hh path of dLoss/d(state before step t), units j0 .. j0+n. */
 	void (*grad_state)(const struct px_rec_run *r, int64_t t, int64_t j0, int64_t n, float *acc);
 	/* dW_hh += and db_hh += over all steps of the run */

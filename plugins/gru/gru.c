@@ -155,39 +155,34 @@ static void gate_rows(const struct px_rec_run *r, int64_t j0, int64_t n, int64_t
 			w[u * nk + k] = r->w_hh + ((k0 + k) * r->H + j0 + u) * r->H;
 }
 
-static void gru_step(const struct px_rec_run *r, int64_t t, int tid)
+/* reset_after false needs r*h of every unit before any n: two phases */
+static int gru_phases(const struct px_rec_cfg *c)
 {
-	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats, *g = r->g + t * P, *aux = r->aux + t * P;
+	return c->reset_after ? 1 : 2;
+}
+
+static void gru_step(const struct px_rec_run *r, int64_t t, int ph, int64_t a, int64_t n,
+		     float *acc)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds;
+	float *g = r->g + t * P, *aux = r->aux + t * P, *y = r->y + t * P;
 	const float *hp = r->h + px_rec_prev(r, t) * P, *m = r->mask + t * P, *bias = r->bias;
-	float *hn = r->h + px_rec_next(r, t) * P, *y = r->y + t * P;
+	float *hn = r->h + px_rec_next(r, t) * P;
 	const float *w[3 * PX_REC_TILE] = {NULL};
-	px_rec_units(r, tid, &j0, &j1);
 	if (r->cfg->reset_after) {
-		for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-			int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
-			gate_rows(r, a, n, 0, 3, w);
-			px_rec_mm(r, 3 * n, w, 1, H, hp, lds, acc, false);
-			for (int64_t u = 0, j = a; u < n; u++, j++)
-				gru_lanes(P, acc + 3 * u * P, g + j * ld, g + (H + j) * ld,
-					  g + (2 * H + j) * ld, bias[j], bias[H + j], bias[2 * H + j],
-					  r->b_hh[2 * H + j], m, hp + j * lds, hn + j * lds,
-					  aux + j * ld, y + j * ld);
-		}
-		return;
-	}
-	/* reset_after false: r, z and u = r*h for own units, then (all u known) n */
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+		gate_rows(r, a, n, 0, 3, w);
+		px_rec_mm(r, 3 * n, w, 1, H, hp, lds, acc, false);
+		for (int64_t u = 0, j = a; u < n; u++, j++)
+			gru_lanes(P, acc + 3 * u * P, g + j * ld, g + (H + j) * ld, g + (2 * H + j) * ld,
+				  bias[j], bias[H + j], bias[2 * H + j], r->b_hh[2 * H + j], m,
+				  hp + j * lds, hn + j * lds, aux + j * ld, y + j * ld);
+	} else if (ph == 0) {  /* r, z and u = r*h */
 		gate_rows(r, a, n, 0, 2, w);
 		px_rec_mm(r, 2 * n, w, 1, H, hp, lds, acc, false);
 		for (int64_t u = 0, j = a; u < n; u++, j++)
 			gru0_lanes_rz(P, acc + 2 * u * P, g + j * ld, g + (H + j) * ld, bias[j],
 				      bias[H + j], m, hp + j * lds, aux + j * ld);
-	}
-	px_rec_sync(r, tid);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+	} else {  /* n from every unit's u */
 		gate_rows(r, a, n, 2, 1, w);
 		px_rec_mm(r, n, w, 1, H, aux, ld, acc, false);
 		for (int64_t u = 0, j = a; u < n; u++, j++)
@@ -207,53 +202,43 @@ static void gru_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, in
 		  false);
 }
 
-static void gru_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
-			      int tid)
+static void gru_step_backward(const struct px_rec_run *r, int64_t t, int ph, bool first,
+			      bool cut, int64_t a, int64_t n, float *acc, double *sq)
 {
-	int64_t H = r->H, P = r->P, ld = r->ld, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P, *blk = r->blk[t & 1];
+	int64_t H = r->H, P = r->P, ld = r->ld;
+	float *dg = r->dg + t * P, *blk = r->blk[t & 1];
 	const float *g = r->g + t * P, *aux = r->aux + t * P, *m = r->mask + t * P;
 	const float *hp = r->h + px_rec_prev(r, t) * P, *dy = r->dy + t * P;
-	px_rec_units(r, tid, &j0, &j1);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
-		if (first || cut)
-			memset(acc, 0, (size_t)(n * P) * sizeof(float));
-		else
-			gru_grad_state(r, px_rec_later(r, t), a, n, acc);
-		if (cut)
-			memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
-		for (int64_t u = 0, j = a; u < n; u++, j++) {
-			if (r->cfg->reset_after)
-				gru_lanes_backward(P, acc + u * P, g + j * ld, g + (H + j) * ld,
-						   g + (2 * H + j) * ld, aux + j * ld, hp + j * r->lds,
-						   m, dy + j * ld, r->ch + j * P, dg + j * ld,
-						   dg + (H + j) * ld, dg + (2 * H + j) * ld,
-						   r->dgh + j * ld + t * P, blk + j * P,
-						   blk + (H + j) * P, blk + (2 * H + j) * P);
-			else
-				gru0_lanes_backward_zn(P, acc + u * P, g + (H + j) * ld,
-						       g + (2 * H + j) * ld, hp + j * r->lds, m,
-						       dy + j * ld, r->ch + j * P, dg + (H + j) * ld,
-						       dg + (2 * H + j) * ld, blk + (H + j) * P,
-						       blk + (2 * H + j) * P);
-		}
-		for (int64_t i = 0; r->sq && i < n * P; i++)
-			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
-	}
-	if (r->cfg->reset_after)
-		return;
-	/* reset_after false: du = W_hn^T dn' needs dn' of all units */
-	px_rec_sync(r, tid);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
+	if (ph == 1) {  /* reset_after false: du = W_hn^T dn' (every unit's dn' known now) */
 		const float *w[PX_REC_TILE] = {NULL};
 		int64_t ws = px_rec_hh_cols(r, a, n, 2 * H, w);
 		px_rec_mm(r, n, w, ws, H, blk + 2 * H * P, P, acc, false);
 		for (int64_t u = 0, j = a; u < n; u++, j++)
 			gru0_lanes_backward_r(P, acc + u * P, g + j * ld, hp + j * r->lds, m,
 					      r->ch + j * P, dg + j * ld, blk + j * P);
+		return;
 	}
+	if (first || cut)
+		memset(acc, 0, (size_t)(n * P) * sizeof(float));
+	else
+		gru_grad_state(r, px_rec_later(r, t), a, n, acc);
+	if (cut)
+		memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
+	for (int64_t u = 0, j = a; u < n; u++, j++) {
+		if (r->cfg->reset_after)
+			gru_lanes_backward(P, acc + u * P, g + j * ld, g + (H + j) * ld,
+					   g + (2 * H + j) * ld, aux + j * ld, hp + j * r->lds, m,
+					   dy + j * ld, r->ch + j * P, dg + j * ld, dg + (H + j) * ld,
+					   dg + (2 * H + j) * ld, r->dgh + j * ld + t * P, blk + j * P,
+					   blk + (H + j) * P, blk + (2 * H + j) * P);
+		else
+			gru0_lanes_backward_zn(P, acc + u * P, g + (H + j) * ld, g + (2 * H + j) * ld,
+					       hp + j * r->lds, m, dy + j * ld, r->ch + j * P,
+					       dg + (H + j) * ld, dg + (2 * H + j) * ld,
+					       blk + (H + j) * P, blk + (2 * H + j) * P);
+	}
+	for (int64_t i = 0; sq && i < n * P; i++)
+		*sq += (double)acc[i] * acc[i];
 }
 
 /* dW_hh, db_hh: the r, z rows from dg against h_prev; the n rows from dq against h_prev
@@ -282,6 +267,7 @@ static const struct px_rec_kind gru_kind = {
 	.uses_aux = gru_uses_aux,
 	.uses_dgh = gru_uses_dgh,
 	.folded_hh_bias = gru_folded_hh_bias,
+	.phases = gru_phases,
 	.step = gru_step,
 	.step_backward = gru_step_backward,
 	.grad_state = gru_grad_state,

@@ -86,28 +86,31 @@ PX_REC_SIMD static void lstm_lanes_backward(int64_t P, float *restrict dh,
 	}
 }
 
-/* gates += W_hh h_{t-1}, then the gate math, unit tile by unit tile */
-static void lstm_step(const struct px_rec_run *r, int64_t t, int tid)
+static int lstm_phases(const struct px_rec_cfg *c)
 {
-	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats, *g = r->g + t * P;
+	(void)c;
+	return 1;
+}
+
+/* gates += W_hh h_{t-1} for units a .. a+n, then their gate math */
+static void lstm_step(const struct px_rec_run *r, int64_t t, int ph, int64_t a, int64_t n,
+		      float *acc)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds;
+	float *g = r->g + t * P;
 	const float *hp = r->h + px_rec_prev(r, t) * P, *cp = r->c + px_rec_prev(r, t) * P;
 	float *hn = r->h + px_rec_next(r, t) * P, *cn = r->c + px_rec_next(r, t) * P;
-	px_rec_units(r, tid, &j0, &j1);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
-		const float *w[4 * PX_REC_TILE] = {NULL};
-		for (int64_t u = 0; u < n; u++)
-			for (int64_t k = 0; k < 4; k++)
-				w[u * 4 + k] = r->w_hh + (k * H + a + u) * H;
-		px_rec_mm(r, 4 * n, w, 1, H, hp, lds, acc, false);
-		for (int64_t u = 0, j = a; u < n; u++, j++)
-			lstm_lanes(P, acc + 4 * u * P, g + j * ld, g + (H + j) * ld, g + (2 * H + j) * ld,
-				   g + (3 * H + j) * ld, r->bias[j], r->bias[H + j], r->bias[2 * H + j],
-				   r->bias[3 * H + j], r->mask + t * P, hp + j * lds, cp + j * lds,
-				   hn + j * lds, cn + j * lds, r->aux + j * ld + t * P,
-				   r->y + j * ld + t * P);
-	}
+	const float *w[4 * PX_REC_TILE] = {NULL};
+	(void)ph;
+	for (int64_t u = 0; u < n; u++)
+		for (int64_t k = 0; k < 4; k++)
+			w[u * 4 + k] = r->w_hh + (k * H + a + u) * H;
+	px_rec_mm(r, 4 * n, w, 1, H, hp, lds, acc, false);
+	for (int64_t u = 0, j = a; u < n; u++, j++)
+		lstm_lanes(P, acc + 4 * u * P, g + j * ld, g + (H + j) * ld, g + (2 * H + j) * ld,
+			   g + (3 * H + j) * ld, r->bias[j], r->bias[H + j], r->bias[2 * H + j],
+			   r->bias[3 * H + j], r->mask + t * P, hp + j * lds, cp + j * lds,
+			   hn + j * lds, cn + j * lds, r->aux + j * ld + t * P, r->y + j * ld + t * P);
 }
 
 /* acc[u] = sum_n W_hh[n][j0+u] dgates_t[n]: the W_hh path into the state before step t */
@@ -119,34 +122,30 @@ static void lstm_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, i
 	px_rec_mm(r, n, w, ws, 4 * r->H, r->blk[t & 1], r->P, acc, false);
 }
 
-static void lstm_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
-			       int tid)
+static void lstm_step_backward(const struct px_rec_run *r, int64_t t, int ph, bool first,
+			       bool cut, int64_t a, int64_t n, float *acc, double *sq)
 {
-	int64_t H = r->H, P = r->P, ld = r->ld, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats, *dg = r->dg + t * P, *blk = r->blk[t & 1];
+	int64_t H = r->H, P = r->P, ld = r->ld;
+	float *dg = r->dg + t * P, *blk = r->blk[t & 1];
 	const float *g = r->g + t * P, *cp = r->c + px_rec_prev(r, t) * P;
-	px_rec_units(r, tid, &j0, &j1);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
-		if (first || cut)
-			memset(acc, 0, (size_t)(n * P) * sizeof(float));
-		else
-			lstm_grad_state(r, px_rec_later(r, t), a, n, acc);
-		if (cut) {
-			memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
-			memset(r->cc + a * P, 0, (size_t)(n * P) * sizeof(float));
-		}
-		for (int64_t u = 0, j = a; u < n; u++, j++)
-			lstm_lanes_backward(P, acc + u * P, g + j * ld, g + (H + j) * ld,
-					    g + (2 * H + j) * ld, g + (3 * H + j) * ld,
-					    cp + j * r->lds, r->aux + j * ld + t * P, r->mask + t * P,
-					    r->dy + j * ld + t * P, r->ch + j * P, r->cc + j * P,
-					    dg + j * ld, dg + (H + j) * ld, dg + (2 * H + j) * ld,
-					    dg + (3 * H + j) * ld, blk + j * P, blk + (H + j) * P,
-					    blk + (2 * H + j) * P, blk + (3 * H + j) * P);
-		for (int64_t i = 0; r->sq && i < n * P; i++)
-			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
+	(void)ph;
+	if (first || cut)
+		memset(acc, 0, (size_t)(n * P) * sizeof(float));
+	else
+		lstm_grad_state(r, px_rec_later(r, t), a, n, acc);
+	if (cut) {
+		memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
+		memset(r->cc + a * P, 0, (size_t)(n * P) * sizeof(float));
 	}
+	for (int64_t u = 0, j = a; u < n; u++, j++)
+		lstm_lanes_backward(P, acc + u * P, g + j * ld, g + (H + j) * ld, g + (2 * H + j) * ld,
+				    g + (3 * H + j) * ld, cp + j * r->lds, r->aux + j * ld + t * P,
+				    r->mask + t * P, r->dy + j * ld + t * P, r->ch + j * P,
+				    r->cc + j * P, dg + j * ld, dg + (H + j) * ld, dg + (2 * H + j) * ld,
+				    dg + (3 * H + j) * ld, blk + j * P, blk + (H + j) * P,
+				    blk + (2 * H + j) * P, blk + (3 * H + j) * P);
+	for (int64_t i = 0; sq && i < n * P; i++)
+		*sq += (double)acc[i] * acc[i];
 }
 
 /* forget_bias: added to the f slice of b_ih at init */
@@ -164,6 +163,7 @@ static const struct px_rec_kind lstm_kind = {
 	.uses_aux = lstm_uses_aux,
 	.uses_dgh = lstm_no_dgh,
 	.folded_hh_bias = lstm_all_rows,
+	.phases = lstm_phases,
 	.step = lstm_step,
 	.step_backward = lstm_step_backward,
 	.grad_state = lstm_grad_state,

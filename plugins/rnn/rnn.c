@@ -54,24 +54,27 @@ PX_REC_SIMD static void rnn_lanes_backward(int64_t P, bool relu, float *restrict
 	}
 }
 
-/* h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), unit tile by unit tile */
-static void rnn_step(const struct px_rec_run *r, int64_t t, int tid)
+static int rnn_phases(const struct px_rec_cfg *c)
 {
-	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats;
+	(void)c;
+	return 1;
+}
+
+/* h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) for units a .. a+n */
+static void rnn_step(const struct px_rec_run *r, int64_t t, int ph, int64_t a, int64_t n,
+		     float *acc)
+{
+	int64_t H = r->H, P = r->P, ld = r->ld, lds = r->lds;
 	const float *hp = r->h + px_rec_prev(r, t) * P;
 	float *hn = r->h + px_rec_next(r, t) * P;
-	px_rec_units(r, tid, &j0, &j1);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
-		const float *w[PX_REC_TILE] = {NULL};
-		for (int64_t u = 0; u < n; u++)
-			w[u] = r->w_hh + (a + u) * H;
-		px_rec_mm(r, n, w, 1, H, hp, lds, acc, false);
-		for (int64_t u = 0, j = a; u < n; u++, j++)
-			rnn_lanes(P, r->cfg->relu, acc + u * P, r->g + j * ld + t * P, r->bias[j],
-				  r->mask + t * P, hp + j * lds, hn + j * lds, r->y + j * ld + t * P);
-	}
+	const float *w[PX_REC_TILE] = {NULL};
+	(void)ph;
+	for (int64_t u = 0; u < n; u++)
+		w[u] = r->w_hh + (a + u) * H;
+	px_rec_mm(r, n, w, 1, H, hp, lds, acc, false);
+	for (int64_t u = 0, j = a; u < n; u++, j++)
+		rnn_lanes(P, r->cfg->relu, acc + u * P, r->g + j * ld + t * P, r->bias[j],
+			  r->mask + t * P, hp + j * lds, hn + j * lds, r->y + j * ld + t * P);
 }
 
 /* acc[u] = sum_n W_hh[n][j0+u] dg_t[n]: the W_hh path into the state before step t */
@@ -83,27 +86,23 @@ static void rnn_grad_state(const struct px_rec_run *r, int64_t t, int64_t j0, in
 	px_rec_mm(r, n, w, ws, r->H, r->blk[t & 1], r->P, acc, false);
 }
 
-static void rnn_step_backward(const struct px_rec_run *r, int64_t t, bool first, bool cut,
-			      int tid)
+static void rnn_step_backward(const struct px_rec_run *r, int64_t t, int ph, bool first,
+			      bool cut, int64_t a, int64_t n, float *acc, double *sq)
 {
-	int64_t P = r->P, ld = r->ld, j0, j1;
-	float *acc = r->acc + tid * r->acc_floats;
-	px_rec_units(r, tid, &j0, &j1);
-	for (int64_t a = j0; a < j1; a += PX_REC_TILE) {
-		int64_t n = j1 - a < PX_REC_TILE ? j1 - a : PX_REC_TILE;
-		if (first || cut)
-			memset(acc, 0, (size_t)(n * P) * sizeof(float));
-		else
-			rnn_grad_state(r, px_rec_later(r, t), a, n, acc);
-		if (cut)
-			memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
-		for (int64_t u = 0, j = a; u < n; u++, j++)
-			rnn_lanes_backward(P, r->cfg->relu, acc + u * P, r->g + j * ld + t * P,
-					   r->mask + t * P, r->dy + j * ld + t * P, r->ch + j * P,
-					   r->dg + j * ld + t * P, r->blk[t & 1] + j * P);
-		for (int64_t i = 0; r->sq && i < n * P; i++)
-			r->sq[tid * r->T + t] += (double)acc[i] * acc[i];
-	}
+	int64_t P = r->P, ld = r->ld;
+	(void)ph;
+	if (first || cut)
+		memset(acc, 0, (size_t)(n * P) * sizeof(float));
+	else
+		rnn_grad_state(r, px_rec_later(r, t), a, n, acc);
+	if (cut)
+		memset(r->ch + a * P, 0, (size_t)(n * P) * sizeof(float));
+	for (int64_t u = 0, j = a; u < n; u++, j++)
+		rnn_lanes_backward(P, r->cfg->relu, acc + u * P, r->g + j * ld + t * P,
+				   r->mask + t * P, r->dy + j * ld + t * P, r->ch + j * P,
+				   r->dg + j * ld + t * P, r->blk[t & 1] + j * P);
+	for (int64_t i = 0; sq && i < n * P; i++)
+		*sq += (double)acc[i] * acc[i];
 }
 
 static void rnn_configure(const struct px_config *opts, struct px_rec_cfg *c)
@@ -118,6 +117,7 @@ static const struct px_rec_kind rnn_kind = {
 	.uses_aux = rnn_no,
 	.uses_dgh = rnn_no,
 	.folded_hh_bias = rnn_all_rows,
+	.phases = rnn_phases,
 	.step = rnn_step,
 	.step_backward = rnn_step_backward,
 	.grad_state = rnn_grad_state,

@@ -429,6 +429,31 @@ START_TEST(test_training_writes_a_self_contained_report_of_the_run)
 }
 END_TEST
 
+START_TEST(test_markup_in_a_pipeline_shows_as_text)
+{
+	char d[64], p[256];
+	temp_dir(d, sizeof d);
+	path_in(p, sizeof p, d, "evil.yaml");
+	write_all(p, "name: \"tiny <b>&amp;</b>\"\nseed: 1\n"
+		     "data:\n  train: {source: csv, path: tests/data/tiny.csv, header: true}\n"
+		     "  val_split: 0.2\n"
+		     "model:\n  - {name: \"<script>\", kind: linear, units: 4}\n"
+		     "  - {name: head, kind: linear, units: 3}\n"
+		     "loss: {kind: cross_entropy, input: head, target: label}\n"
+		     "train: {epochs: 1, batch: 8, optimizer: {kind: adam, lr: 0.01}}\n");
+	struct run r;
+	ck_assert_msg(run_plexus(&r, "train", p, "--run-dir", d, NULL) == 0, "%s", r.err);
+	char *html = report_of(d);
+	ck_assert_msg(!contains_ci(html, "<script") && !strstr(html, "<b>&amp;"),
+		      "markup from the pipeline reached the page");
+	ck_assert_ptr_nonnull(strstr(html, "<td>&lt;script&gt;</td>"));
+	ck_assert_ptr_nonnull(strstr(html, "<h1>tiny &lt;b&gt;&amp;amp;&lt;/b&gt;</h1>"));
+	ck_assert_ptr_nonnull(strstr(html, "input \xe2\x86\x90 &lt;script&gt;"));   /* head's input */
+	ck_assert_ptr_nonnull(strstr(html, "name: &quot;tiny &lt;b&gt;&amp;amp;&lt;/b&gt;&quot;"));
+	free(html);
+}
+END_TEST
+
 START_TEST(test_report_command_rebuilds_the_same_page_from_the_run_files)
 {
 	char d[64], p[256];
@@ -557,11 +582,12 @@ START_TEST(test_report_treats_run_files_as_untrusted)
 END_TEST
 
 /* ---------------------------------------------------------------- plugins' figures */
+/* The run's name and a node's name carry markup, which must show as text. */
 static const char dates_yaml[] =
-	"name: dates-mini\nseed: 3\n"
+	"name: \"dates <mini> & co\"\nseed: 3\n"
 	"data:\n  train: {source: dates, n: 256}\n  test:  {source: dates, n: 32}\n"
 	"model:\n"
-	"  - {name: src, kind: embedding, vocab: $x_vocab, dim: 16}\n"
+	"  - {name: \"<src>\", kind: embedding, vocab: $x_vocab, dim: 16}\n"
 	"  - {name: enc, kind: lstm, hidden: 16, bidirectional: true}\n"
 	"  - {name: dec, kind: attention_decoder, targets: label, memory: enc.seq, init: enc.state,\n"
 	"     init_cell: enc.cell, cell: lstm, hidden: 32, vocab: $y_vocab,\n"
@@ -804,8 +830,10 @@ START_TEST(test_report_renders_in_headless_chromium)
 	/* the page as the browser parsed it: the run, every node, the final metrics */
 	char *text = read_all(dom, NULL);
 	ck_assert_ptr_nonnull(text);
-	ck_assert_ptr_nonnull(strstr(text, "<h1>dates-mini</h1>"));
-	static const char *const nodes[] = {"<td>src</td>", "<td>enc</td>", "<td>dec</td>"};
+	ck_assert_ptr_nonnull(strstr(text, "<h1>dates &lt;mini&gt; &amp; co</h1>"));
+	ck_assert_msg(!contains_ci(text, "<script") && !strstr(text, "<mini>") && !strstr(text, "<src>"),
+		      "the browser parsed markup from the pipeline as elements");
+	static const char *const nodes[] = {"<td>&lt;src&gt;</td>", "<td>enc</td>", "<td>dec</td>"};
 	for (int i = 0; i < 3; i++)
 		ck_assert_msg(strstr(text, nodes[i]), "the DOM lacks node %s", nodes[i]);
 	/* every final metric of summary.json, as the report formats it (%.6g) */
@@ -851,6 +879,7 @@ int main(void)
 	tcase_add_test(tc, test_host_offers_the_figure_services_of_abi_1_1);
 	tcase_add_test(tc, test_a_plugin_built_for_abi_1_0_loads_into_this_host);
 	tcase_add_test(tc, test_training_writes_a_self_contained_report_of_the_run);
+	tcase_add_test(tc, test_markup_in_a_pipeline_shows_as_text);
 	tcase_add_test(tc, test_report_command_rebuilds_the_same_page_from_the_run_files);
 	tcase_add_test(tc, test_report_overlays_the_curves_of_two_runs);
 	tcase_add_test(tc, test_report_of_a_stopped_run_shows_why);

@@ -135,8 +135,11 @@ static int raw_add(struct ctx *c, struct px_raw_map *m, const char *key, yaml_no
 		for (int i = 0; i < n; i++) {
 			yaml_node_t *it = node(c, v->data.sequence.items.start[i]);
 			if (!scalar(it)) {
+				for (int j = 0; j < o->n; j++)
+					free(o->texts[j]);
 				free(o->texts);
 				o->texts = NULL;
+				o->n = 0;
 				return fail_at(c, it, "%s: '%s' must be a list of plain values", where, key);
 			}
 			o->texts[i] = px_strdup(scalar(it));

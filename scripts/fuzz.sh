@@ -30,14 +30,16 @@ for t in "${targets[@]}"; do
   log="$builddir/fuzz-$t.log"
   echo "fuzzing $t for ${secs}s (log: $log)"
   rc=0
-  # one process (libFuzzer's default; the same as -jobs=1): CI machines are small and shared
-  "$builddir/tests/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=10 \
+  t0=$(date +%s)
+  # one process (libFuzzer's default; the same as -jobs=1): CI machines are small and shared;
+  # -timeout is wall time, generous because a shared machine may stall a process for seconds
+  "$builddir/tests/fuzz/fuzz_$t" -max_total_time="$secs" -timeout=60 \
     -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$builddir/crashes/$t/" \
     "$builddir/corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1 || rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
   units=$(grep -o 'corp: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo "?")
   crashes=$(find "$builddir/crashes/$t" -type f | wc -l)
-  line="$(date -u +%FT%TZ) $t: ${secs}s, $execs execs, corpus $units, $crashes crash files, exit $rc"
+  line="$(date -u +%FT%TZ) $t: $(( $(date +%s) - t0 ))s of ${secs}s, $execs execs, corpus $units, $crashes crash files, exit $rc"
   echo "$line" | tee -a "$builddir/fuzz-log.txt"
   [ "$rc" -eq 0 ] || status=$rc
 done

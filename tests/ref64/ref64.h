@@ -1,0 +1,76 @@
+/* A float64 reference implementation of plexus layers and losses, written independently of
+ * the float32 kernels from their formulas (PyTorch semantics), for gradient checking in double
+ * precision (tests/ref64/check64.c). Forward and backward of each reference are plain loops
+ * over every element: slow, obvious, and easy to check by central differences in double. */
+#ifndef PX_REF64_H
+#define PX_REF64_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define R64_MAX_DIMS 6
+
+/* A float64 tensor: row-major, shape[0] the batch; `lengths` (borrowed, may be NULL) marks the
+ * valid steps along dim 1 as in struct px_tensor. */
+struct r64 {
+	int ndim;
+	int64_t shape[R64_MAX_DIMS];
+	double *d;
+	const int32_t *lengths;
+};
+
+struct r64 *r64_new(int ndim, const int64_t *shape);   /* zero-filled; aborts on OOM */
+struct r64 *r64_like(const struct r64 *t);             /* same shape and lengths, zeros */
+void r64_free(struct r64 *t);
+int64_t r64_numel(const struct r64 *t);
+/* valid steps of example b (lengths, or shape[1]) */
+int64_t r64_len(const struct r64 *t, int64_t b);
+/* is flat element i of t in a valid step (always true without lengths or for rank < 2) */
+bool r64_valid(const struct r64 *t, int64_t i);
+
+/* A reference layer. Parameters are in the kernel's order with the kernel's names and layouts;
+ * forward allocates every output; backward ADDS into d_in[i] (NULL: not needed) and grad[k]. */
+#define REF_MAX_PARAMS 32
+struct ref_layer {
+	const char *kind;
+	int n_out;
+	int n_params;
+	struct r64 *param[REF_MAX_PARAMS], *grad[REF_MAX_PARAMS];
+	int64_t opt[8];    /* kind-specific options (see each constructor) */
+	double fopt[4];
+	void (*forward)(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out);
+	void (*backward)(struct ref_layer *l, int n_in, struct r64 *const *in,
+			 struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in);
+	void *cache;       /* forward state kept for backward (freed by ref_layer_free) */
+	void (*cache_free)(struct ref_layer *l);   /* frees what cache points to; may be NULL */
+};
+void ref_layer_free(struct ref_layer *l);
+
+/* Core layers (core/layers.c). The parameters are allocated by check64 from the kernel's. */
+void ref_linear(struct ref_layer *l, bool bias);
+void ref_relu(struct ref_layer *l);
+void ref_tanh(struct ref_layer *l);
+void ref_sigmoid(struct ref_layer *l);
+void ref_softmax(struct ref_layer *l);
+void ref_identity(struct ref_layer *l, int out_ndim, const int64_t *out_per_example);
+void ref_embedding(struct ref_layer *l, int64_t padding_idx);
+void ref_concat(struct ref_layer *l);
+void ref_add(struct ref_layer *l);
+
+/* Recurrent layers (plugins rnn, lstm, gru): PyTorch's equations, gate orders and h_n layout,
+ * ragged batches as packed sequences; outputs out, seq, state (, cell). */
+enum ref_rec_kind { REF_RNN_TANH, REF_LSTM, REF_GRU };
+enum ref_readout { REF_SEQUENCE, REF_LAST, REF_MEAN };
+void ref_recurrent(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden, int64_t layers,
+		   bool bidirectional, enum ref_readout readout, bool gru_reset_after);
+
+/* Losses (core/losses.c): the summed loss; d_pred (may be NULL) gets d(sum)/d(pred) WRITTEN.
+ * *count is what the core averages over. */
+double ref_mse(const struct r64 *pred, const struct r64 *target, struct r64 *d_pred,
+	       double *count);
+double ref_cross_entropy(const struct r64 *pred, const struct r64 *target, int64_t ignore_index,
+			 double smoothing, struct r64 *d_pred, double *count);
+double ref_bce(const struct r64 *pred, const struct r64 *target, double pos_weight,
+	       struct r64 *d_pred, double *count);
+
+#endif

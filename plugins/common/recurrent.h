@@ -11,7 +11,8 @@
  * t*P + b is example b at step t, with the batch padded to P lanes (a multiple of 16). So one
  * step of one unit is P contiguous floats: the gate math runs down SIMD lanes over the batch,
  * and the recurrent product of a step, gates[n][:] += sum_k W_hh[n][k] h[k][:], reads W_hh
- * straight from the parameter (no packing) with the batch as the vector dimension. States are
+ * straight from the parameter with the batch as the vector dimension (backward packs W_hh^T
+ * once per sequence and keeps each step's gate gradients in one block). States are
  * [H][(T+1)*P]: the state before step t is column block t (forward) or t+1 (reverse), so the
  * states before all steps form one [H][T*P] matrix for the dW_hh GEMM.
  *

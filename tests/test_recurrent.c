@@ -840,33 +840,53 @@ static struct px_layer_inst *make_loop(const char *kind, int64_t B, int64_t T, i
 	return li;
 }
 
+/* A cell driven over a sequence gives the layer's outputs and gradients; batch 40 takes two
+ * chunks of 32 lanes in the cell. */
 START_TEST(test_cell_steps_equal_the_layer_steps)
 {
 	const char *kinds[3] = {"rnn", "lstm", "gru"};
 	const char *names[4] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
-	int64_t B = 3, T = 4, F = 3, H = 4;
-	for (int k = 0; k < 3; k++) {
-		struct px_layer_inst *lc = make_loop(kinds[k], B, T, F);
-		struct px_layer_inst *ll = make_layer(kinds[k], "hidden: 4", B, T, F, 1, H, false, 9);
-		ck_assert_int_eq(px_layer_inst_n_params(lc), 4);
-		for (int i = 0; i < 4; i++) {
-			char cn[32], ln[32];
-			snprintf(cn, sizeof cn, "cell.%s", names[i]);
-			snprintf(ln, sizeof ln, "%s_l0", names[i]);
-			struct px_param *pc = param_named(lc, cn), *pl = param_named(ll, ln);
-			ck_assert_msg(pc && pl, "%s: cell parameter %s", kinds[k], cn);
-			ck_assert_int_eq(px_tensor_numel(pc->value), px_tensor_numel(pl->value));
-			memcpy(pl->value->data, pc->value->data, sizeof(float) * (size_t)px_tensor_numel(pc->value));
+	int64_t T = 4, F = 3, H = 4, batches[2] = {3, 40};
+	for (int k = 0; k < 3; k++)
+		for (int bi = 0; bi < 2; bi++) {
+			int64_t B = batches[bi];
+			struct px_layer_inst *lc = make_loop(kinds[k], B, T, F);
+			struct px_layer_inst *ll = make_layer(kinds[k], "hidden: 4", B, T, F, 1, H,
+							      false, 9);
+			ck_assert_int_eq(px_layer_inst_n_params(lc), 4);
+			struct px_param *pc[4], *pl[4];
+			for (int i = 0; i < 4; i++) {
+				char cn[32], ln[32];
+				snprintf(cn, sizeof cn, "cell.%s", names[i]);
+				snprintf(ln, sizeof ln, "%s_l0", names[i]);
+				pc[i] = param_named(lc, cn);
+				pl[i] = param_named(ll, ln);
+				ck_assert_msg(pc[i] && pl[i], "%s: cell parameter %s", kinds[k], cn);
+				ck_assert_int_eq(px_tensor_numel(pc[i]->value), px_tensor_numel(pl[i]->value));
+				memcpy(pl[i]->value->data, pc[i]->value->data,
+				       sizeof(float) * (size_t)px_tensor_numel(pc[i]->value));
+			}
+			struct px_tensor *x = tensor3(lc, B, T, F), *w = tensor3(lc, B, T, H);
+			struct px_tensor *dxc = tensor3(lc, B, T, F), *dxl = tensor3(lc, B, T, F);
+			fill_random(x, 3);
+			fill_random(w, 4);
+			const struct px_tensor *in[1] = {x};
+			forward_ok(lc, in, false);
+			forward_ok(ll, in, false);
+			ck_assert_double_lt(max_abs_diff_t(px_layer_inst_out(lc, 0),
+							   px_layer_inst_out(ll, 1)), 1e-5);
+			const struct px_tensor *dc[2] = {w, NULL}, *dl[4] = {NULL, w};
+			struct px_tensor *dic[1] = {dxc}, *dil[1] = {dxl};
+			backward_ok(lc, dc, dic);
+			backward_ok(ll, dl, dil);
+			ck_assert_double_lt(max_abs_diff_t(dxc, dxl), 1e-5);
+			for (int i = 0; i < 4; i++)
+				ck_assert_msg(max_abs_diff_t(pc[i]->grad, pl[i]->grad) < 1e-4,
+					      "%s B=%lld: cell gradient of %s differs by %g", kinds[k],
+					      (long long)B, names[i], max_abs_diff_t(pc[i]->grad, pl[i]->grad));
+			px_layer_inst_free(ll);
+			px_layer_inst_free(lc);
 		}
-		struct px_tensor *x = tensor3(lc, B, T, F);
-		fill_random(x, 3);
-		const struct px_tensor *in[1] = {x};
-		forward_ok(lc, in, false);
-		forward_ok(ll, in, false);
-		ck_assert_double_lt(max_abs_diff_t(px_layer_inst_out(lc, 0), px_layer_inst_out(ll, 1)), 1e-5);
-		px_layer_inst_free(ll);
-		px_layer_inst_free(lc);
-	}
 }
 END_TEST
 

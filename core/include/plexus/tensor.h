@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "plexus/error.h"  /* PX_API */
+
 #ifdef __cplusplus
 extern "C" {
 #endif

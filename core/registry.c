@@ -236,6 +236,13 @@ int px_registry_load_file(struct px_registry *r, const char *path, struct px_err
 		if (st.st_mode & (S_IWGRP | S_IWOTH))
 			return refuse(r, err, PX_ERR_PLUGIN, abs,
 				      "refused: the file is writable by group or others", NULL, NULL);
+		/* as for searched directories: one that others may write to could swap the file */
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof dir, "%s", abs);
+		*(strrchr(dir, '/') == dir ? dir + 1 : strrchr(dir, '/')) = 0;
+		if (stat(dir, &st) != 0 || (st.st_mode & S_IWOTH))
+			return refuse(r, err, PX_ERR_PLUGIN, abs,
+				      "refused: its directory is writable by others", NULL, NULL);
 		h = dlopen(abs, RTLD_NOW | RTLD_LOCAL);
 		if (!h)
 			return refuse(r, err, PX_ERR_PLUGIN, abs, "dlopen failed: %s", dlerror(), NULL);
@@ -417,6 +424,11 @@ const struct px_entry *px_registry_find(struct px_registry *r, enum px_entry_typ
 {
 	if (impl && strchr(impl, '/')) {
 		struct px_error e;
+		if (impl[0] != '/') {   /* pipelines come from others: never the working directory */
+			px_error_set(err, PX_ERR_INVALID, "impl: plugin file '%s' must be an absolute path",
+				     impl);
+			return NULL;
+		}
 		if (px_registry_load_file(r, impl, &e)) {
 			*err = e;
 			return NULL;

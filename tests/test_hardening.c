@@ -1,6 +1,7 @@
 /* Hostile and unlucky conditions through the plexus command: pipelines nested 100,000 deep or
- * over the size cap, a trainer killed with SIGKILL at random moments while it checkpoints
- * every step, and layers that emit NaN in forward or backward. Runs from the source root; the
+ * over the size cap, plugin files others can write to or named relatively, a trainer killed
+ * with SIGKILL at random moments while it checkpoints every step, and layers that emit NaN in
+ * forward or backward. Runs from the source root; the
  * checkpoints are checked with the core's own reader. */
 #include <check.h>
 #include <dirent.h>
@@ -352,6 +353,101 @@ START_TEST(test_sigkill_while_checkpointing_never_tears_and_resume_is_exact)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ plugin files */
+/* a copy of the good fake plugin as dir/x.so with mode `mode` */
+static void plugin_copy(const char *dir, mode_t mode)
+{
+	char src[512], dst[512];
+	snprintf(src, sizeof src, "%s/fake-good.so", getenv("PLEXUS_FAKE_DIR"));
+	snprintf(dst, sizeof dst, "%s/x.so", dir);
+	char *data;
+	size_t len;
+	struct px_error err;
+	ck_assert_msg(px_read_file(src, 1u << 26, &data, &len, &err) == 0, "%s", err.msg);
+	FILE *f = fopen(dst, "wb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fwrite(data, 1, len, f), len);
+	fclose(f);
+	free(data);
+	ck_assert_int_eq(chmod(dst, mode), 0);
+}
+
+START_TEST(test_plugin_files_or_directories_others_can_write_are_refused)
+{
+	char d[64], so[128];
+	struct run r;
+	temp_dir(d, sizeof d);
+	snprintf(so, sizeof so, "%s/x.so", d);
+	plugin_copy(d, 0644);   /* the control: it loads */
+	ck_assert_int_eq(run_plexus(&r, "plugins", "--plugin-path", d, NULL), 0);
+	ck_assert_msg(strstr(r.out, "fake-good 0.0.1") && !strstr(r.out, "refused"), "%s", r.out);
+	ck_assert_int_eq(chmod(so, 0664), 0);   /* group-writable file */
+	ck_assert_int_eq(run_plexus(&r, "plugins", "--plugin-path", d, NULL), 0);
+	ck_assert_msg(strstr(r.out, "x.so: refused: the file is writable by group or others") &&
+		      !strstr(r.out, "fake-good 0.0.1"), "%s", r.out);
+	ck_assert_int_eq(chmod(so, 0646), 0);   /* world-writable file */
+	ck_assert_int_eq(run_plexus(&r, "plugins", "--plugin-path", so, NULL), 0);
+	ck_assert_msg(strstr(r.out, "x.so: refused: the file is writable by group or others"), "%s", r.out);
+	ck_assert_int_eq(chmod(so, 0644), 0);
+	ck_assert_int_eq(chmod(d, 0777), 0);    /* world-writable directory: searched or named */
+	ck_assert_int_eq(run_plexus(&r, "plugins", "--plugin-path", d, NULL), 0);
+	ck_assert_msg(strstr(r.out, "plugin directory refused: writable by others") &&
+		      !strstr(r.out, "fake-good 0.0.1"), "%s", r.out);
+	ck_assert_int_eq(run_plexus(&r, "plugins", "--plugin-path", so, NULL), 0);
+	ck_assert_msg(strstr(r.out, "x.so: refused: its directory is writable by others") &&
+		      !strstr(r.out, "fake-good 0.0.1"), "%s", r.out);
+	chmod(d, 0700);
+}
+END_TEST
+
+/* plexus run with `dir` as the working directory and PLEXUS_PLUGIN_PATH=pp */
+static int run_in(const char *dir, const char *pp, struct run *r, const char *const *args)
+{
+	int here = open(".", O_RDONLY | O_DIRECTORY);
+	char *old = getenv("PLEXUS_PLUGIN_PATH") ? strdup(getenv("PLEXUS_PLUGIN_PATH")) : NULL;
+	ck_assert_int_eq(chdir(dir), 0);
+	setenv("PLEXUS_PLUGIN_PATH", pp, 1);
+	int code = run_plexus_argv(r, args);
+	ck_assert_int_eq(fchdir(here), 0);
+	close(here);
+	if (old)
+		setenv("PLEXUS_PLUGIN_PATH", old, 1);
+	else
+		unsetenv("PLEXUS_PLUGIN_PATH");
+	free(old);
+	return code;
+}
+
+START_TEST(test_relative_plugin_paths_never_reach_the_working_directory)
+{
+	char d[64], yaml[128];
+	struct run r;
+	temp_dir(d, sizeof d);
+	plugin_copy(d, 0644);   /* a plugin in the working directory */
+	const char *src = getenv("PLEXUS_SRC");
+	snprintf(yaml, sizeof yaml, "%s/p.yaml", d);
+	const char *impls[] = {"./x.so", "x.so"};
+	const char *want[] = {"impl: plugin file './x.so' must be an absolute path",
+			      "unknown layer kind 'fake_scale'"};
+	for (int i = 0; i < 2; i++) {
+		FILE *f = fopen(yaml, "w");
+		fprintf(f, "name: rel\ndata: {train: {source: csv, path: %s/tests/data/tiny.csv, "
+			"header: true}}\nmodel:\n  - {name: s, kind: fake_scale, impl: %s}\n"
+			"  - {name: head, kind: linear, units: 3}\nloss: {kind: cross_entropy}\n",
+			src ? src : ".", impls[i]);
+		fclose(f);
+		const char *args[] = {"validate", yaml, NULL};
+		ck_assert_int_eq(run_in(d, "", &r, args), 2);
+		ck_assert_msg(strstr(r.err, want[i]), "impl: %s: %s", impls[i], r.err);
+	}
+	/* a relative directory in PLEXUS_PLUGIN_PATH is not searched */
+	const char *args[] = {"plugins", NULL};
+	ck_assert_int_eq(run_in(d, ".", &r, args), 0);
+	ck_assert_msg(strstr(r.out, ".: plugin directory ignored: only absolute paths are searched") &&
+		      !strstr(r.out, "fake-good"), "%s", r.out);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ NaN / Inf */
 static void nan_stops(const char *plugin, const char *what)
 {
@@ -394,6 +490,8 @@ int main(void)
 	tcase_set_timeout(tc, 900);
 	tcase_add_test(tc, test_100000_deep_nesting_is_rejected_in_milliseconds);
 	tcase_add_test(tc, test_a_pipeline_over_the_size_cap_is_refused_without_reading_it);
+	tcase_add_test(tc, test_plugin_files_or_directories_others_can_write_are_refused);
+	tcase_add_test(tc, test_relative_plugin_paths_never_reach_the_working_directory);
 	tcase_add_test(tc, test_nan_in_a_forward_pass_stops_at_its_step_naming_the_node);
 	tcase_add_test(tc, test_nan_in_a_backward_pass_stops_at_its_step_naming_the_node);
 	tcase_add_test(tc, test_sigkill_while_checkpointing_never_tears_and_resume_is_exact);

@@ -51,7 +51,7 @@ static void expect(const char *name, const struct px_layer_ops *ops, const char 
 		   struct px_tensor *const *in, const bool *no_grad, struct ref_layer *ref)
 {
 	struct check64_result r;
-	ck_assert_msg(check64_layer(name, ops, opts, n_in, in, no_grad, ref, NULL, &r) == 0,
+	ck_assert_msg(check64_layer(name, ops, opts, n_in, in, no_grad, ref, NULL, NULL, &r) == 0,
 		      "%s did not run", name);
 	ck_assert_msg(r.fd_checked > 0, "%s: nothing checked", name);
 	ck_assert_msg(r.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",

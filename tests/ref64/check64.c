@@ -65,8 +65,12 @@ static void fd_one(struct ref_layer *ref, int n_in, struct r64 *const *in, struc
 
 int check64_layer(const char *name, const struct px_layer_ops *ops, const char *opts, int n_in,
 		  struct px_tensor *const *in, const bool *no_grad, struct ref_layer *ref,
-		  const struct px_host *host, struct check64_result *res)
+		  const struct px_host *host, const struct check64_opts *o,
+		  struct check64_result *res)
 {
+	const struct check64_opts defaults = {0};
+	if (!o)
+		o = &defaults;
 	memset(res, 0, sizeof *res);
 	struct px_shape shapes[8];
 	bool ragged[8];
@@ -87,8 +91,12 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		return -1;
 	}
 	ref->n_params = np;
+	struct px_rng rng;
+	px_rng_seed(&rng, 99);
 	for (int k = 0; k < np; k++) {
 		struct px_param *p = px_layer_inst_param(li, k);
+		if (o->random_params && p->grad)
+			px_rng_fill_uniform(&rng, p->value->data, px_tensor_numel(p->value), -0.5f, 0.5f);
 		ref->param[k] = r64_from(p->value);
 		ref->grad[k] = r64_like(ref->param[k]);
 	}
@@ -97,7 +105,7 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		din[i] = r64_from(in[i]);
 
 	/* forward */
-	if (px_layer_inst_forward(li, (const struct px_tensor *const *)in, false, &err)) {
+	if (px_layer_inst_forward(li, (const struct px_tensor *const *)in, o->train, &err)) {
 		fprintf(stderr, "%s: forward: %s\n", name, err.msg);
 		return -1;
 	}
@@ -107,8 +115,6 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		fprintf(stderr, "%s: %d outputs, the reference has %d\n", name, n_out, ref->n_out);
 		return -1;
 	}
-	struct px_rng rng;
-	px_rng_seed(&rng, 99);
 	const struct px_tensor *d_out[8];
 	for (int k = 0; k < n_out; k++) {
 		const struct px_tensor *o = px_layer_inst_out(li, k);
@@ -165,8 +171,8 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		for (int64_t e = 0; e < r64_numel(din[i]); e++)
 			fd_one(ref, n_in, din, w, &din[i]->d[e], rdin[i]->d[e], what, e, res);
 	}
-	for (int k = 0; k < np; k++)
-		for (int64_t e = 0; e < r64_numel(ref->param[k]); e++)
+	for (int k = 0; k < np; k++)   /* trainable ones: buffers are constants of the layer */
+		for (int64_t e = 0; px_layer_inst_param(li, k)->grad && e < r64_numel(ref->param[k]); e++)
 			fd_one(ref, n_in, din, w, &ref->param[k]->d[e], ref->grad[k]->d[e],
 			       px_layer_inst_param(li, k)->name, e, res);
 

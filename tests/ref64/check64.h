@@ -29,13 +29,19 @@ struct check64_result {
 	char fd_worst[96];
 };
 
+struct check64_opts {
+	bool train;            /* run both in training mode (batch statistics); default evaluation */
+	bool random_params;    /* replace the kernel's initial trainable values by U(-0.5, 0.5) */
+};
+
 /* in[i]: float32 inputs (caller-owned, lengths honoured); no_grad[i] (NULL: none) marks id
- * inputs. ref: a reference constructed for the same options (its parameters are filled here).
- * Prints one line named `name`; returns 0, or -1 with a message on stderr when something could
- * not run (the caller fails the test). */
+ * inputs. ref: a reference constructed for the same options (its parameters are filled here,
+ * and it is freed). o may be NULL (defaults). Prints one line named `name`; returns 0, or -1
+ * with a message on stderr when something could not run (the caller fails the test). */
 int check64_layer(const char *name, const struct px_layer_ops *ops, const char *opts, int n_in,
 		  struct px_tensor *const *in, const bool *no_grad, struct ref_layer *ref,
-		  const struct px_host *host, struct check64_result *res);
+		  const struct px_host *host, const struct check64_opts *o,
+		  struct check64_result *res);
 
 /* normalised MSE of a (float32) against r (float64), n elements */
 double check64_nmse(const float *a, const double *r, int64_t n);

@@ -914,3 +914,513 @@ double ref_bce(const struct r64 *pred, const struct r64 *target, double pos_weig
 	}
 	return s;
 }
+
+/* ------------------------------------------------------------------ conv */
+#define AT4(t, b, c, i, j) ((t)->d[(((b) * (t)->shape[1] + (c)) * (t)->shape[2] + (i)) * (t)->shape[3] + (j)])
+
+/* opt[0..7]: out_channels kh kw sh sw ph pw dh; the rest in struct conv_extra (the cache) */
+#define C_OUT l->opt[0]
+#define C_KH l->opt[1]
+#define C_KW l->opt[2]
+#define C_SH l->opt[3]
+#define C_SW l->opt[4]
+#define C_PH l->opt[5]
+#define C_PW l->opt[6]
+#define C_DH l->opt[7]
+
+struct conv_extra {
+	int64_t dw, oph, opw, groups;
+	bool bias;
+};
+
+/* y[b,o,i,j] = bias[o] + sum_{c in o's group, p, q} W[o, c', p, q] x[b, c, i sh - ph + p dh,
+ * j sw - pw + q dw] (zero outside) */
+static void conv_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct conv_extra *e = l->cache;
+	const struct r64 *x = in[0], *w = l->param[0];
+	int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+	int64_t O = C_OUT, G = e->groups, Cg = C / G, Og = O / G;
+	int64_t Ho = (H + 2 * C_PH - C_DH * (C_KH - 1) - 1) / C_SH + 1;
+	int64_t Wo = (W + 2 * C_PW - e->dw * (C_KW - 1) - 1) / C_SW + 1;
+	int64_t s[4] = {B, O, Ho, Wo};
+	struct r64 *y = out[0] = r64_new(4, s);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t o = 0; o < O; o++)
+			for (int64_t i = 0; i < Ho; i++)
+				for (int64_t j = 0; j < Wo; j++) {
+					double acc = e->bias ? l->param[1]->d[o] : 0;
+					for (int64_t c = 0; c < Cg; c++)
+						for (int64_t p = 0; p < C_KH; p++)
+							for (int64_t q = 0; q < C_KW; q++) {
+								int64_t yi = i * C_SH - C_PH + p * C_DH;
+								int64_t xj = j * C_SW - C_PW + q * e->dw;
+								if (yi < 0 || yi >= H || xj < 0 || xj >= W)
+									continue;
+								acc += AT4(w, o, c, p, q) *
+								       AT4(x, b, (o / Og) * Cg + c, yi, xj);
+							}
+					AT4(y, b, o, i, j) = acc;
+				}
+}
+
+/* the same sum, differentiated: dx += W dy, dW += x dy, db += dy */
+static void conv_bwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 *const *out,
+		     struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	const struct conv_extra *e = l->cache;
+	const struct r64 *x = in[0], *w = l->param[0], *dy = d_out[0];
+	int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+	int64_t O = C_OUT, G = e->groups, Cg = C / G, Og = O / G;
+	int64_t Ho = out[0]->shape[2], Wo = out[0]->shape[3];
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t o = 0; o < O; o++)
+			for (int64_t i = 0; i < Ho; i++)
+				for (int64_t j = 0; j < Wo; j++) {
+					double g = AT4(dy, b, o, i, j);
+					if (e->bias)
+						l->grad[1]->d[o] += g;
+					for (int64_t c = 0; c < Cg; c++)
+						for (int64_t p = 0; p < C_KH; p++)
+							for (int64_t q = 0; q < C_KW; q++) {
+								int64_t yi = i * C_SH - C_PH + p * C_DH;
+								int64_t xj = j * C_SW - C_PW + q * e->dw;
+								int64_t ci = (o / Og) * Cg + c;
+								if (yi < 0 || yi >= H || xj < 0 || xj >= W)
+									continue;
+								AT4(l->grad[0], o, c, p, q) += g * AT4(x, b, ci, yi, xj);
+								if (d_in[0])
+									AT4(d_in[0], b, ci, yi, xj) += g * AT4(w, o, c, p, q);
+							}
+				}
+}
+
+static void conv_setup(struct ref_layer *l, const struct ref_conv *c)
+{
+	const int64_t v[8] = {c->out_channels, c->kh, c->kw, c->sh, c->sw, c->ph, c->pw, c->dh};
+	memcpy(l->opt, v, sizeof v);
+	struct conv_extra *e = calloc(1, sizeof *e);
+	if (!e)
+		abort();
+	*e = (struct conv_extra){c->dw, c->oph, c->opw, c->groups, c->bias};
+	l->cache = e;
+	l->n_out = 1;
+}
+
+void ref_conv2d(struct ref_layer *l, const struct ref_conv *c)
+{
+	conv_setup(l, c);
+	l->kind = "conv2d";
+	l->forward = conv_fwd;
+	l->backward = conv_bwd;
+}
+
+/* y[b, o, i sh - ph + p dh, j sw - pw + q dw] += x[b,c,i,j] W[c, o', p, q] (+ bias[o]) */
+static void convt_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct conv_extra *e = l->cache;
+	const struct r64 *x = in[0], *w = l->param[0];
+	int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+	int64_t O = C_OUT, G = e->groups, Cg = C / G, Og = O / G;
+	int64_t Ho = (H - 1) * C_SH - 2 * C_PH + C_DH * (C_KH - 1) + e->oph + 1;
+	int64_t Wo = (W - 1) * C_SW - 2 * C_PW + e->dw * (C_KW - 1) + e->opw + 1;
+	int64_t s[4] = {B, O, Ho, Wo};
+	struct r64 *y = out[0] = r64_new(4, s);
+	for (int64_t b = 0; b < B; b++) {
+		for (int64_t o = 0; e->bias && o < O; o++)
+			for (int64_t i = 0; i < Ho * Wo; i++)
+				y->d[(b * O + o) * Ho * Wo + i] = l->param[1]->d[o];
+		for (int64_t c = 0; c < C; c++)
+			for (int64_t i = 0; i < H; i++)
+				for (int64_t j = 0; j < W; j++)
+					for (int64_t oo = 0; oo < Og; oo++)
+						for (int64_t p = 0; p < C_KH; p++)
+							for (int64_t q = 0; q < C_KW; q++) {
+								int64_t yi = i * C_SH - C_PH + p * C_DH;
+								int64_t yj = j * C_SW - C_PW + q * e->dw;
+								if (yi < 0 || yi >= Ho || yj < 0 || yj >= Wo)
+									continue;
+								AT4(y, b, (c / Cg) * Og + oo, yi, yj) +=
+									AT4(x, b, c, i, j) * AT4(w, c, oo, p, q);
+							}
+	}
+}
+
+static void convt_bwd(struct ref_layer *l, int n_in, struct r64 *const *in,
+		      struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	const struct conv_extra *e = l->cache;
+	const struct r64 *x = in[0], *w = l->param[0], *dy = d_out[0];
+	int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+	int64_t O = C_OUT, G = e->groups, Cg = C / G, Og = O / G;
+	int64_t Ho = out[0]->shape[2], Wo = out[0]->shape[3];
+	for (int64_t b = 0; b < B; b++) {
+		for (int64_t o = 0; e->bias && o < O; o++)
+			for (int64_t i = 0; i < Ho * Wo; i++)
+				l->grad[1]->d[o] += dy->d[(b * O + o) * Ho * Wo + i];
+		for (int64_t c = 0; c < C; c++)
+			for (int64_t i = 0; i < H; i++)
+				for (int64_t j = 0; j < W; j++)
+					for (int64_t oo = 0; oo < Og; oo++)
+						for (int64_t p = 0; p < C_KH; p++)
+							for (int64_t q = 0; q < C_KW; q++) {
+								int64_t yi = i * C_SH - C_PH + p * C_DH;
+								int64_t yj = j * C_SW - C_PW + q * e->dw;
+								if (yi < 0 || yi >= Ho || yj < 0 || yj >= Wo)
+									continue;
+								double g = AT4(dy, b, (c / Cg) * Og + oo, yi, yj);
+								AT4(l->grad[0], c, oo, p, q) += g * AT4(x, b, c, i, j);
+								if (d_in[0])
+									AT4(d_in[0], b, c, i, j) += g * AT4(w, c, oo, p, q);
+							}
+	}
+}
+
+void ref_conv_transpose2d(struct ref_layer *l, const struct ref_conv *c)
+{
+	conv_setup(l, c);
+	l->kind = "conv_transpose2d";
+	l->forward = convt_fwd;
+	l->backward = convt_bwd;
+}
+
+/* ------------------------------------------------------------------ pooling */
+/* opt: [0] k, [1] stride, [2] pad, [3] count_include_pad (avg) */
+static void pool_dims(const struct ref_layer *l, const struct r64 *x, int64_t *ho, int64_t *wo)
+{
+	*ho = (x->shape[2] + 2 * l->opt[2] - l->opt[0]) / l->opt[1] + 1;
+	*wo = (x->shape[3] + 2 * l->opt[2] - l->opt[0]) / l->opt[1] + 1;
+}
+
+/* y = max over the window (padding: -inf), indices = iy*W + ix of the first max */
+static void maxpool_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0];
+	int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Ho, Wo;
+	pool_dims(l, x, &Ho, &Wo);
+	int64_t s[4] = {B, C, Ho, Wo};
+	struct r64 *y = out[0] = r64_new(4, s), *ix = out[1] = r64_new(4, s);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t c = 0; c < C; c++)
+			for (int64_t i = 0; i < Ho; i++)
+				for (int64_t j = 0; j < Wo; j++) {
+					double m = -INFINITY;
+					int64_t at = -1;
+					for (int64_t p = 0; p < l->opt[0]; p++)
+						for (int64_t q = 0; q < l->opt[0]; q++) {
+							int64_t yi = i * l->opt[1] - l->opt[2] + p;
+							int64_t xj = j * l->opt[1] - l->opt[2] + q;
+							if (yi < 0 || yi >= H || xj < 0 || xj >= W)
+								continue;
+							if (AT4(x, b, c, yi, xj) > m) {
+								m = AT4(x, b, c, yi, xj);
+								at = yi * W + xj;
+							}
+						}
+					AT4(y, b, c, i, j) = m;
+					AT4(ix, b, c, i, j) = (double)at;
+				}
+}
+
+/* dx[max] += dy */
+static void maxpool_bwd(struct ref_layer *l, int n_in, struct r64 *const *in,
+			struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)l;
+	(void)n_in;
+	const struct r64 *x = in[0], *ix = out[1];
+	int64_t HW = x->shape[2] * x->shape[3], plane = out[0]->shape[2] * out[0]->shape[3];
+	if (!d_in[0])
+		return;
+	for (int64_t bc = 0; bc < x->shape[0] * x->shape[1]; bc++)
+		for (int64_t k = 0; k < plane; k++)
+			d_in[0]->d[bc * HW + (int64_t)ix->d[bc * plane + k]] += d_out[0]->d[bc * plane + k];
+}
+
+void ref_maxpool2d(struct ref_layer *l, int64_t k, int64_t stride, int64_t pad)
+{
+	l->kind = "maxpool2d";
+	l->n_out = 2;
+	l->opt[0] = k;
+	l->opt[1] = stride;
+	l->opt[2] = pad;
+	l->forward = maxpool_fwd;
+	l->backward = maxpool_bwd;
+}
+
+/* y = sum over the window / (k*k, or the in-bounds count) */
+static double avg_count(const struct ref_layer *l, int64_t i, int64_t j, int64_t H, int64_t W)
+{
+	if (l->opt[3])
+		return (double)(l->opt[0] * l->opt[0]);
+	int64_t n = 0;
+	for (int64_t p = 0; p < l->opt[0]; p++)
+		for (int64_t q = 0; q < l->opt[0]; q++) {
+			int64_t yi = i * l->opt[1] - l->opt[2] + p, xj = j * l->opt[1] - l->opt[2] + q;
+			n += yi >= 0 && yi < H && xj >= 0 && xj < W;
+		}
+	return (double)n;
+}
+
+static void avgpool_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0];
+	int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], Ho, Wo;
+	pool_dims(l, x, &Ho, &Wo);
+	int64_t s[4] = {B, C, Ho, Wo};
+	struct r64 *y = out[0] = r64_new(4, s);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t c = 0; c < C; c++)
+			for (int64_t i = 0; i < Ho; i++)
+				for (int64_t j = 0; j < Wo; j++) {
+					double acc = 0;
+					for (int64_t p = 0; p < l->opt[0]; p++)
+						for (int64_t q = 0; q < l->opt[0]; q++) {
+							int64_t yi = i * l->opt[1] - l->opt[2] + p;
+							int64_t xj = j * l->opt[1] - l->opt[2] + q;
+							if (yi >= 0 && yi < H && xj >= 0 && xj < W)
+								acc += AT4(x, b, c, yi, xj);
+						}
+					AT4(y, b, c, i, j) = acc / avg_count(l, i, j, H, W);
+				}
+}
+
+static void avgpool_bwd(struct ref_layer *l, int n_in, struct r64 *const *in,
+			struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	const struct r64 *x = in[0];
+	int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+	int64_t Ho = out[0]->shape[2], Wo = out[0]->shape[3];
+	if (!d_in[0])
+		return;
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t c = 0; c < C; c++)
+			for (int64_t i = 0; i < Ho; i++)
+				for (int64_t j = 0; j < Wo; j++) {
+					double g = AT4(d_out[0], b, c, i, j) / avg_count(l, i, j, H, W);
+					for (int64_t p = 0; p < l->opt[0]; p++)
+						for (int64_t q = 0; q < l->opt[0]; q++) {
+							int64_t yi = i * l->opt[1] - l->opt[2] + p;
+							int64_t xj = j * l->opt[1] - l->opt[2] + q;
+							if (yi >= 0 && yi < H && xj >= 0 && xj < W)
+								AT4(d_in[0], b, c, yi, xj) += g;
+						}
+				}
+}
+
+void ref_avgpool2d(struct ref_layer *l, int64_t k, int64_t stride, int64_t pad,
+		   bool count_include_pad)
+{
+	l->kind = "avgpool2d";
+	l->n_out = 1;
+	l->opt[0] = k;
+	l->opt[1] = stride;
+	l->opt[2] = pad;
+	l->opt[3] = count_include_pad;
+	l->forward = avgpool_fwd;
+	l->backward = avgpool_bwd;
+}
+
+/* ------------------------------------------------------------------ upsample */
+/* source taps of output row/column o of n (scale s): nearest o/s; bilinear (align_corners
+ * false) src = (o + 0.5)/s - 0.5 clamped at 0, taps i0 = floor(src), i1 = min(i0 + 1, n - 1) */
+static void taps(bool bilinear, int64_t o, int64_t s, int64_t n, int64_t *i0, int64_t *i1,
+		 double *f1)
+{
+	if (!bilinear) {
+		*i0 = *i1 = o / s;
+		*f1 = 0;
+		return;
+	}
+	double src = ((double)o + 0.5) / (double)s - 0.5;
+	if (src < 0)
+		src = 0;
+	*i0 = (int64_t)floor(src);
+	*i1 = *i0 + 1 < n ? *i0 + 1 : n - 1;
+	*f1 = src - (double)*i0;
+}
+
+/* y[i,j] = sum over the taps of weight * x[tap] (linear in x) */
+static void upsample_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0];
+	int64_t s = l->opt[0], H = x->shape[2], W = x->shape[3];
+	int64_t sh[4] = {x->shape[0], x->shape[1], H * s, W * s};
+	struct r64 *y = out[0] = r64_new(4, sh);
+	for (int64_t bc = 0; bc < x->shape[0] * x->shape[1]; bc++)
+		for (int64_t i = 0; i < H * s; i++)
+			for (int64_t j = 0; j < W * s; j++) {
+				int64_t a0, a1, b0, b1;
+				double fa, fb;
+				taps(l->opt[1], i, s, H, &a0, &a1, &fa);
+				taps(l->opt[1], j, s, W, &b0, &b1, &fb);
+				const double *p = x->d + bc * H * W;
+				y->d[(bc * H * s + i) * W * s + j] =
+					(1 - fa) * ((1 - fb) * p[a0 * W + b0] + fb * p[a0 * W + b1]) +
+					fa * ((1 - fb) * p[a1 * W + b0] + fb * p[a1 * W + b1]);
+			}
+}
+
+static void upsample_bwd(struct ref_layer *l, int n_in, struct r64 *const *in,
+			 struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	(void)out;
+	const struct r64 *x = in[0];
+	int64_t s = l->opt[0], H = x->shape[2], W = x->shape[3];
+	if (!d_in[0])
+		return;
+	for (int64_t bc = 0; bc < x->shape[0] * x->shape[1]; bc++)
+		for (int64_t i = 0; i < H * s; i++)
+			for (int64_t j = 0; j < W * s; j++) {
+				int64_t a0, a1, b0, b1;
+				double fa, fb, g = d_out[0]->d[(bc * H * s + i) * W * s + j];
+				taps(l->opt[1], i, s, H, &a0, &a1, &fa);
+				taps(l->opt[1], j, s, W, &b0, &b1, &fb);
+				double *p = d_in[0]->d + bc * H * W;
+				p[a0 * W + b0] += g * (1 - fa) * (1 - fb);
+				p[a0 * W + b1] += g * (1 - fa) * fb;
+				p[a1 * W + b0] += g * fa * (1 - fb);
+				p[a1 * W + b1] += g * fa * fb;
+			}
+}
+
+void ref_upsample2d(struct ref_layer *l, int64_t scale, bool bilinear)
+{
+	l->kind = "upsample2d";
+	l->n_out = 1;
+	l->opt[0] = scale;
+	l->opt[1] = bilinear;
+	l->forward = upsample_fwd;
+	l->backward = upsample_bwd;
+}
+
+/* ------------------------------------------------------------------ batchnorm2d */
+/* train: y = (x - mean_c) / sqrt(var_c + eps) w_c + b_c over (B, H, W) (biased variance);
+ * eval: the running mean and variance instead. Parameters: weight, bias (affine), then the
+ * buffers running_mean, running_var, num_batches_tracked. */
+static void bn_stats(const struct ref_layer *l, const struct r64 *x, int64_t c, double *mean,
+		     double *invstd)
+{
+	int64_t B = x->shape[0], HW = x->shape[2] * x->shape[3], k = l->opt[1] ? 2 : 0;
+	if (!l->opt[0]) {
+		*mean = l->param[k]->d[c];
+		*invstd = 1 / sqrt(l->param[k + 1]->d[c] + l->fopt[0]);
+		return;
+	}
+	double s = 0, q = 0;
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t i = 0; i < HW; i++)
+			s += x->d[(b * x->shape[1] + c) * HW + i];
+	*mean = s / (double)(B * HW);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t i = 0; i < HW; i++) {
+			double d = x->d[(b * x->shape[1] + c) * HW + i] - *mean;
+			q += d * d;
+		}
+	*invstd = 1 / sqrt(q / (double)(B * HW) + l->fopt[0]);
+}
+
+static void bn_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0];
+	int64_t B = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+	struct r64 *y = out[0] = r64_like(x);
+	for (int64_t c = 0; c < C; c++) {
+		double m, is, w = l->opt[1] ? l->param[0]->d[c] : 1, b = l->opt[1] ? l->param[1]->d[c] : 0;
+		bn_stats(l, x, c, &m, &is);
+		for (int64_t n = 0; n < B; n++)
+			for (int64_t i = 0; i < HW; i++)
+				y->d[(n * C + c) * HW + i] = (x->d[(n * C + c) * HW + i] - m) * is * w + b;
+	}
+}
+
+/* train: dx = w invstd / N (N dy - sum dy - xhat sum(dy xhat)); eval: dx = w invstd dy;
+ * dw += sum dy xhat; db += sum dy */
+static void bn_bwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 *const *out,
+		   struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	(void)out;
+	const struct r64 *x = in[0], *dy = d_out[0];
+	int64_t B = x->shape[0], C = x->shape[1], HW = x->shape[2] * x->shape[3];
+	double N = (double)(B * HW);
+	for (int64_t c = 0; c < C; c++) {
+		double m, is, w = l->opt[1] ? l->param[0]->d[c] : 1, sdy = 0, sdyx = 0;
+		bn_stats(l, x, c, &m, &is);
+		for (int64_t n = 0; n < B; n++)
+			for (int64_t i = 0; i < HW; i++) {
+				int64_t at = (n * C + c) * HW + i;
+				sdy += dy->d[at];
+				sdyx += dy->d[at] * (x->d[at] - m) * is;
+			}
+		if (l->opt[1]) {
+			l->grad[0]->d[c] += sdyx;
+			l->grad[1]->d[c] += sdy;
+		}
+		for (int64_t n = 0; d_in[0] && n < B; n++)
+			for (int64_t i = 0; i < HW; i++) {
+				int64_t at = (n * C + c) * HW + i;
+				double xh = (x->d[at] - m) * is;
+				d_in[0]->d[at] += l->opt[0] ? w * is / N * (N * dy->d[at] - sdy - xh * sdyx)
+							    : w * is * dy->d[at];
+			}
+	}
+}
+
+void ref_batchnorm2d(struct ref_layer *l, double eps, bool train, bool affine)
+{
+	l->kind = "batchnorm2d";
+	l->n_out = 1;
+	l->opt[0] = train;
+	l->opt[1] = affine;
+	l->fopt[0] = eps;
+	l->forward = bn_fwd;
+	l->backward = bn_bwd;
+}
+
+/* ------------------------------------------------------------------ maxunpool2d */
+/* y = 0; y[b, c, indices[b,c,i,j]] = x[b,c,i,j] */
+static void unpool_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0], *ix = in[1];
+	int64_t s[4] = {x->shape[0], x->shape[1], l->opt[0], l->opt[1]};
+	int64_t P = x->shape[2] * x->shape[3], U = l->opt[0] * l->opt[1];
+	struct r64 *y = out[0] = r64_new(4, s);
+	for (int64_t q = 0; q < x->shape[0] * x->shape[1]; q++)
+		for (int64_t i = 0; i < P; i++)
+			y->d[q * U + (int64_t)ix->d[q * P + i]] = x->d[q * P + i];
+}
+
+/* dx = dy[indices] */
+static void unpool_bwd(struct ref_layer *l, int n_in, struct r64 *const *in,
+		       struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	(void)out;
+	const struct r64 *x = in[0], *ix = in[1];
+	int64_t P = x->shape[2] * x->shape[3], U = l->opt[0] * l->opt[1];
+	for (int64_t q = 0; d_in[0] && q < x->shape[0] * x->shape[1]; q++)
+		for (int64_t i = 0; i < P; i++)
+			d_in[0]->d[q * P + i] += d_out[0]->d[q * U + (int64_t)ix->d[q * P + i]];
+}
+
+void ref_maxunpool2d(struct ref_layer *l, int64_t out_h, int64_t out_w)
+{
+	l->kind = "maxunpool2d";
+	l->n_out = 1;
+	l->opt[0] = out_h;
+	l->opt[1] = out_w;
+	l->forward = unpool_fwd;
+	l->backward = unpool_bwd;
+}

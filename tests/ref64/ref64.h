@@ -64,6 +64,24 @@ enum ref_readout { REF_SEQUENCE, REF_LAST, REF_MEAN };
 void ref_recurrent(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden, int64_t layers,
 		   bool bidirectional, enum ref_readout readout, bool gru_reset_after);
 
+/* Image layers (plugin conv), on [B,C,H,W]: PyTorch's Conv2d / ConvTranspose2d (weight
+ * [out, in/groups, kh, kw] / [in, out/groups, kh, kw], bias [out]), MaxPool2d (out, indices
+ * iy*W + ix), AvgPool2d, Upsample (nearest; bilinear with align_corners false) and
+ * BatchNorm2d (train: batch statistics; eval: running ones). */
+struct ref_conv {
+	int64_t out_channels, kh, kw, sh, sw, ph, pw, dh, dw, oph, opw, groups;
+	bool bias;
+};
+void ref_conv2d(struct ref_layer *l, const struct ref_conv *c);
+void ref_conv_transpose2d(struct ref_layer *l, const struct ref_conv *c);
+void ref_maxpool2d(struct ref_layer *l, int64_t k, int64_t stride, int64_t pad);
+void ref_avgpool2d(struct ref_layer *l, int64_t k, int64_t stride, int64_t pad,
+		   bool count_include_pad);
+void ref_upsample2d(struct ref_layer *l, int64_t scale, bool bilinear);
+/* inputs x and indices (ids: no gradient); y[plane, indices] = x over an out_h x out_w plane */
+void ref_maxunpool2d(struct ref_layer *l, int64_t out_h, int64_t out_w);
+void ref_batchnorm2d(struct ref_layer *l, double eps, bool train, bool affine);
+
 /* Losses (core/losses.c): the summed loss; d_pred (may be NULL) gets d(sum)/d(pred) WRITTEN.
  * *count is what the core averages over. */
 double ref_mse(const struct r64 *pred, const struct r64 *target, struct r64 *d_pred,

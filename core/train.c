@@ -730,7 +730,8 @@ static int dist_init(struct dist *d, struct px_session *s, struct px_error *err)
 		return px_error_set(err, PX_ERR_NOMEM, "out of memory");
 	if (s->threads == 0) {  /* 0: the cores of this machine shared among its ranks */
 		const char *e = getenv("OPENBLAS_NUM_THREADS");
-		long cores = sysconf(_SC_NPROCESSORS_ONLN), t = e && atoi(e) > 0 ? atoi(e) : cores / c->local_size;
+		long cores = sysconf(_SC_NPROCESSORS_ONLN);
+		long t = e && atoi(e) > 0 ? atoi(e) : cores / c->local_size;
 		px_set_threads(t > 0 ? (int)t : 1);
 	}
 	/* stochastic layers (dropout, noise) draw their own masks on each rank */

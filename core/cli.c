@@ -600,7 +600,7 @@ int px_cli_main(int argc, char **argv)
 			cmd = &commands[i];
 	if (!cmd)
 		return px_cli_usage_error("unknown command '%s'", argv[1]);
-	struct cli c = {.cmd = cmd->name};
+	struct cli c = {.cmd = cmd->name, .index = -1};  /* --index 0 is a real index */
 	static const struct option opts[] = {
 		{"run-dir", required_argument, 0, 'r'}, {"resume", no_argument, 0, 'R'},
 		{"set", required_argument, 0, 's'}, {"checkpoint", required_argument, 0, 'c'},

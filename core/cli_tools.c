@@ -539,7 +539,7 @@ int px_cmd_translate(struct cli *c)
 
 int px_cmd_attention(struct cli *c)
 {
-	if (!c->checkpoint || !c->out || (!c->input && !c->index && !c->prompt))
+	if (!c->checkpoint || !c->out || (!c->input && c->index < 0 && !c->prompt))
 		return px_cli_usage_error("attention needs --checkpoint FILE, --input TEXT (or --index N) and --out MAP.svg|.png|.csv%s", "");
 	struct px_error err = {0};
 	struct px_session *s;

@@ -10,7 +10,9 @@
  * padding, max pooling (its ties avoided by construction: the inputs are distinct multiples of
  * 0.05), max unpooling (to distinct positions), average pooling with and without the padding
  * counted, nearest and bilinear
- * upsampling, and batchnorm2d in training (batch statistics) and evaluation mode. */
+ * upsampling, and batchnorm2d in training (batch statistics) and evaluation mode. Autoencoder:
+ * the dense node (tanh or sigmoid hidden activations, tied or not) and the noise layers in
+ * evaluation (the identity). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -197,6 +199,50 @@ START_TEST(test_pooling_upsampling_and_batchnorm_match_float64_reference)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ autoencoder plugin */
+static void expect_dense(const char *name, const char *kind, const char *opts, int ndim,
+			 const int64_t *shape, struct ref_layer *ref)
+{
+	struct px_arena *a = px_arena_new(1 << 16);
+	struct px_rng r;
+	px_rng_seed(&r, 19);
+	struct px_tensor *x = px_tensor_new(a, ndim, shape);
+	px_rng_fill_uniform(&r, x->data, px_tensor_numel(x), -1, 1);
+	struct check64_result res;
+	ck_assert_msg(check64_layer(name, tp_layer("autoencoder", kind), opts, 1, &x, NULL, ref,
+				    &tp_host, NULL, &res) == 0, "%s did not run", name);
+	px_arena_free(a);
+	ck_assert_msg(res.fd_checked > 0, "%s: nothing checked", name);
+	ck_assert_msg(res.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
+		      name, (long long)res.fd_failed, (long long)res.fd_checked, res.fd_worst);
+	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res.fwd_nmse);
+	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, res.bwd_nmse,
+		      res.bwd_worst);
+}
+
+/* the dense autoencoder with smooth activations (relu's kink is not covered), tied and untied;
+ * the noise layers in evaluation, where they are the identity (their noise is random) */
+START_TEST(test_autoencoder_matches_float64_reference)
+{
+	struct ref_layer ref = {0};
+	int64_t s2[2] = {3, 6}, s3[3] = {3, 2, 3};
+	int64_t a[3] = {6, 4, 3}, b[3] = {6, 4, 2};
+	ref_autoencoder(&ref, a, 3, 1, 1, false);
+	expect_dense("autoencoder 6-4-3 tanh, sigmoid out", "autoencoder", "sizes: [6, 4, 3], "
+		     "activation: tanh", 2, s2, &ref);
+	ref_autoencoder(&ref, b, 3, 2, 0, true);
+	expect_dense("autoencoder 6-4-2 tied sigmoid [3,2,3]", "autoencoder", "sizes: [6, 4, 2], "
+		     "activation: sigmoid, output_activation: none, tied: true", 3, s3, &ref);
+	const char *noise[] = {"gaussian_noise", "masking_noise", "salt_pepper_noise"};
+	for (int i = 0; i < 3; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "%s (evaluation)", noise[i]);
+		ref_identity(&ref, 0, NULL);
+		expect_dense(name, noise[i], "", 2, s2, &ref);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ref64_plugins");
@@ -207,6 +253,7 @@ int main(void)
 	tcase_add_test(tc, test_gru_matches_float64_reference_over_ragged_steps);
 	tcase_add_test(tc, test_conv2d_and_conv_transpose2d_match_float64_reference);
 	tcase_add_test(tc, test_pooling_upsampling_and_batchnorm_match_float64_reference);
+	tcase_add_test(tc, test_autoencoder_matches_float64_reference);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

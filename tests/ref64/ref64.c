@@ -1424,3 +1424,145 @@ void ref_maxunpool2d(struct ref_layer *l, int64_t out_h, int64_t out_w)
 	l->forward = unpool_fwd;
 	l->backward = unpool_bwd;
 }
+
+/* ------------------------------------------------------------------ autoencoder */
+/* opt: [0] L (layers each way), [1] act, [2] out_act, [3] tied, [4..] sizes (at most 4) */
+static double ae_act(int a, double z)
+{
+	return a == 1 ? tanh(z) : a == 2 ? 1 / (1 + exp(-z)) : z;
+}
+
+/* f'(z) from h = f(z) */
+static double ae_act_d(int a, double h)
+{
+	return a == 1 ? 1 - h * h : a == 2 ? h * (1 - h) : 1;
+}
+
+/* layer m: in/out sizes and where its weight and bias are in l->param (the weight is [out,in],
+ * or for a tied decoder the encoder's [in,out] used transposed) */
+static void ae_layer(const struct ref_layer *l, int64_t m, int64_t *in, int64_t *out,
+		     int *wi, int *bi, bool *transposed)
+{
+	int64_t L = l->opt[0];
+	const int64_t *sz = l->opt + 4;
+	if (m < L) {
+		*in = sz[m];
+		*out = sz[m + 1];
+		*wi = (int)(2 * m);
+		*bi = (int)(2 * m + 1);
+		*transposed = false;
+		return;
+	}
+	int64_t k = m - L;
+	*in = sz[L - k];
+	*out = sz[L - k - 1];
+	*transposed = l->opt[3];
+	if (l->opt[3]) {
+		*wi = (int)(2 * (L - 1 - k));
+		*bi = (int)(2 * L + k);
+	} else {
+		*wi = (int)(2 * L + 2 * k);
+		*bi = (int)(2 * L + 2 * k + 1);
+	}
+}
+
+/* h_{m+1} = act(h_m W_m^T + b_m) (tied decoder: h_m W_m + b_m); the cache keeps every h */
+static void ae_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0];
+	int64_t L = l->opt[0], B = x->shape[0];
+	double **h = calloc((size_t)(2 * L + 1), sizeof *h);
+	if (l->cache_free)
+		l->cache_free(l);
+	free(l->cache);
+	l->cache = h;
+	h[0] = calloc((size_t)r64_numel(x), sizeof(double));
+	memcpy(h[0], x->d, (size_t)r64_numel(x) * sizeof(double));
+	for (int64_t m = 0; m < 2 * L; m++) {
+		int64_t ni, no;
+		int wi, bi;
+		bool tr;
+		ae_layer(l, m, &ni, &no, &wi, &bi, &tr);
+		const double *w = l->param[wi]->d, *b = l->param[bi]->d;
+		h[m + 1] = calloc((size_t)(B * no), sizeof(double));
+		int a = m == 2 * L - 1 ? (l->opt[2] ? 2 : 0) : (int)l->opt[1];
+		for (int64_t i = 0; i < B; i++)
+			for (int64_t o = 0; o < no; o++) {
+				double z = b[o];
+				for (int64_t k = 0; k < ni; k++)
+					z += h[m][i * ni + k] * (tr ? w[k * no + o] : w[o * ni + k]);
+				h[m + 1][i * no + o] = ae_act(a, z);
+			}
+	}
+	out[0] = r64_like(x);
+	out[0]->lengths = NULL;
+	memcpy(out[0]->d, h[2 * L], (size_t)r64_numel(x) * sizeof(double));
+	int64_t cs[2] = {B, l->opt[4 + L]};
+	out[1] = r64_new(2, cs);
+	memcpy(out[1]->d, h[L], (size_t)(B * cs[1]) * sizeof(double));
+}
+
+/* dz = dh act'; dW += dz^T h (tied: h^T dz); db += sum dz; dh_prev = dz W (tied: dz W^T);
+ * the code's own gradient joins at h_L */
+static void ae_bwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 *const *out,
+		   struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	(void)out;
+	double **h = l->cache;
+	int64_t L = l->opt[0], B = in[0]->shape[0], F = l->opt[4];
+	double *dh = calloc((size_t)(B * F), sizeof(double));
+	memcpy(dh, d_out[0]->d, (size_t)(B * F) * sizeof(double));
+	for (int64_t m = 2 * L - 1; m >= 0; m--) {
+		int64_t ni, no;
+		int wi, bi;
+		bool tr;
+		ae_layer(l, m, &ni, &no, &wi, &bi, &tr);
+		if (m == L - 1)
+			for (int64_t i = 0; i < B * no; i++)
+				dh[i] += d_out[1]->d[i];
+		int a = m == 2 * L - 1 ? (l->opt[2] ? 2 : 0) : (int)l->opt[1];
+		const double *w = l->param[wi]->d;
+		double *gw = l->grad[wi]->d, *gb = l->grad[bi]->d;
+		double *dprev = calloc((size_t)(B * ni), sizeof(double));
+		for (int64_t i = 0; i < B; i++)
+			for (int64_t o = 0; o < no; o++) {
+				double dz = dh[i * no + o] * ae_act_d(a, h[m + 1][i * no + o]);
+				gb[o] += dz;
+				for (int64_t k = 0; k < ni; k++) {
+					gw[tr ? k * no + o : o * ni + k] += dz * h[m][i * ni + k];
+					dprev[i * ni + k] += dz * (tr ? w[k * no + o] : w[o * ni + k]);
+				}
+			}
+		free(dh);
+		dh = dprev;
+	}
+	if (d_in[0])
+		for (int64_t i = 0; i < B * F; i++)
+			d_in[0]->d[i] += dh[i];
+	free(dh);
+}
+
+static void ae_cache_free(struct ref_layer *l)
+{
+	double **h = l->cache;
+	for (int64_t m = 0; h && m <= 2 * l->opt[0]; m++)
+		free(h[m]);
+}
+
+void ref_autoencoder(struct ref_layer *l, const int64_t *sizes, int n, int act, int out_act,
+		     bool tied)
+{
+	l->kind = "autoencoder";
+	l->n_out = 2;
+	l->opt[0] = n - 1;
+	l->opt[1] = act;
+	l->opt[2] = out_act;
+	l->opt[3] = tied;
+	for (int i = 0; i < n && i < 4; i++)
+		l->opt[4 + i] = sizes[i];
+	l->forward = ae_fwd;
+	l->backward = ae_bwd;
+	l->cache_free = ae_cache_free;
+}

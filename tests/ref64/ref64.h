@@ -82,6 +82,13 @@ void ref_upsample2d(struct ref_layer *l, int64_t scale, bool bilinear);
 void ref_maxunpool2d(struct ref_layer *l, int64_t out_h, int64_t out_w);
 void ref_batchnorm2d(struct ref_layer *l, double eps, bool train, bool affine);
 
+/* The autoencoder plugin's dense `autoencoder` node: sizes[0..n) mirrored (encoder sizes[k] ->
+ * sizes[k+1], decoder back), `act` after every layer but the last (the code included), `out_act`
+ * on the reconstruction (0 none, 1 sigmoid); tied: the decoder uses the encoder's weights
+ * transposed. act: 1 tanh, 2 sigmoid. Outputs recon (the input's shape) and code. */
+void ref_autoencoder(struct ref_layer *l, const int64_t *sizes, int n, int act, int out_act,
+		     bool tied);
+
 /* Losses (core/losses.c): the summed loss; d_pred (may be NULL) gets d(sum)/d(pred) WRITTEN.
  * *count is what the core averages over. */
 double ref_mse(const struct r64 *pred, const struct r64 *target, struct r64 *d_pred,

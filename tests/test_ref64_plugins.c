@@ -12,7 +12,7 @@
  * counted, nearest and bilinear
  * upsampling, and batchnorm2d in training (batch statistics) and evaluation mode. Autoencoder:
  * the dense node (tanh or sigmoid hidden activations, tied or not) and the noise layers in
- * evaluation (the identity). */
+ * evaluation (the identity). Attention: attention_pool over the ragged steps (both outputs). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -243,6 +243,31 @@ START_TEST(test_autoencoder_matches_float64_reference)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ attention plugin */
+START_TEST(test_attention_pool_matches_float64_reference_over_ragged_steps)
+{
+	struct ref_layer ref = {0};
+	struct px_arena *a = px_arena_new(1 << 16);
+	struct px_rng r;
+	px_rng_seed(&r, 23);
+	int64_t s[3] = {3, 5, 3};
+	struct px_tensor *x = px_tensor_new(a, 3, s);
+	px_rng_fill_uniform(&r, x->data, px_tensor_numel(x), -1, 1);
+	x->lengths = lens;
+	struct check64_result res;
+	ref_attention_pool(&ref);
+	ck_assert_int_eq(check64_layer("attention_pool U4 ragged [3,5,3]",
+				       tp_layer("attention", "attention_pool"), "units: 4", 1, &x, NULL,
+				       &ref, &tp_host, NULL, &res), 0);
+	px_arena_free(a);
+	ck_assert_msg(res.fd_failed == 0 && res.fd_checked > 0, "attention_pool: %lld off, %s",
+		      (long long)res.fd_failed, res.fd_worst);
+	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "attention_pool: forward nMSE %g", res.fwd_nmse);
+	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "attention_pool: backward nMSE %g (%s)",
+		      res.bwd_nmse, res.bwd_worst);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ref64_plugins");
@@ -254,6 +279,7 @@ int main(void)
 	tcase_add_test(tc, test_conv2d_and_conv_transpose2d_match_float64_reference);
 	tcase_add_test(tc, test_pooling_upsampling_and_batchnorm_match_float64_reference);
 	tcase_add_test(tc, test_autoencoder_matches_float64_reference);
+	tcase_add_test(tc, test_attention_pool_matches_float64_reference_over_ragged_steps);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

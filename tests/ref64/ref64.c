@@ -1566,3 +1566,87 @@ void ref_autoencoder(struct ref_layer *l, const int64_t *sizes, int n, int act, 
 	l->backward = ae_bwd;
 	l->cache_free = ae_cache_free;
 }
+
+/* ------------------------------------------------------------------ attention_pool */
+/* a_t = tanh(W h_t + b); e_t = v . a_t; alpha = softmax(e over t < len); c = sum alpha_t h_t */
+static void attn_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0], *w = l->param[0], *bb = l->param[1], *v = l->param[2];
+	int64_t B = x->shape[0], T = x->shape[1], F = x->shape[2], U = w->shape[0];
+	int64_t sc[2] = {B, F}, sw[2] = {B, T};
+	struct r64 *c = out[0] = r64_new(2, sc), *al = out[1] = r64_new(2, sw);
+	double *e = calloc((size_t)T, sizeof *e);
+	for (int64_t b = 0; b < B; b++) {
+		int64_t n = r64_len(x, b);
+		double z = 0;
+		for (int64_t t = 0; t < n; t++) {
+			e[t] = 0;
+			for (int64_t u = 0; u < U; u++) {
+				double s = bb->d[u];
+				for (int64_t f = 0; f < F; f++)
+					s += w->d[u * F + f] * x->d[(b * T + t) * F + f];
+				e[t] += v->d[u] * tanh(s);
+			}
+			z += exp(e[t]);
+		}
+		for (int64_t t = 0; t < n; t++) {
+			al->d[b * T + t] = exp(e[t]) / z;
+			for (int64_t f = 0; f < F; f++)
+				c->d[b * F + f] += al->d[b * T + t] * x->d[(b * T + t) * F + f];
+		}
+	}
+	free(e);
+}
+
+static void attn_bwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 *const *out,
+		     struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	const struct r64 *x = in[0], *w = l->param[0], *bb = l->param[1], *v = l->param[2];
+	const struct r64 *al = out[1];
+	int64_t B = x->shape[0], T = x->shape[1], F = x->shape[2], U = w->shape[0];
+	double *da = calloc((size_t)T, sizeof *da), *a = calloc((size_t)U, sizeof *a);
+	for (int64_t b = 0; b < B; b++) {
+		int64_t n = r64_len(x, b);
+		double dot = 0;
+		for (int64_t t = 0; t < n; t++) {   /* d alpha_t: from weights and from c */
+			const double *h = x->d + (b * T + t) * F;
+			da[t] = d_out[1] ? d_out[1]->d[b * T + t] : 0;
+			for (int64_t f = 0; d_out[0] && f < F; f++) {
+				da[t] += d_out[0]->d[b * F + f] * h[f];
+				if (d_in[0])   /* dh_t += alpha_t dc */
+					d_in[0]->d[(b * T + t) * F + f] += al->d[b * T + t] * d_out[0]->d[b * F + f];
+			}
+			dot += al->d[b * T + t] * da[t];
+		}
+		for (int64_t t = 0; t < n; t++) {
+			const double *h = x->d + (b * T + t) * F;
+			double de = al->d[b * T + t] * (da[t] - dot);   /* softmax */
+			for (int64_t u = 0; u < U; u++) {
+				double s = bb->d[u];
+				for (int64_t f = 0; f < F; f++)
+					s += w->d[u * F + f] * h[f];
+				a[u] = tanh(s);
+				l->grad[2]->d[u] += de * a[u];             /* dv += de a */
+				double dz = de * v->d[u] * (1 - a[u] * a[u]);
+				l->grad[1]->d[u] += dz;                    /* db += dz */
+				for (int64_t f = 0; f < F; f++) {
+					l->grad[0]->d[u * F + f] += dz * h[f];   /* dW += dz h^T */
+					if (d_in[0])                             /* dh += W^T dz */
+						d_in[0]->d[(b * T + t) * F + f] += dz * w->d[u * F + f];
+				}
+			}
+		}
+	}
+	free(da);
+	free(a);
+}
+
+void ref_attention_pool(struct ref_layer *l)
+{
+	l->kind = "attention_pool";
+	l->n_out = 2;
+	l->forward = attn_fwd;
+	l->backward = attn_bwd;
+}

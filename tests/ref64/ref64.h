@@ -89,6 +89,10 @@ void ref_batchnorm2d(struct ref_layer *l, double eps, bool train, bool affine);
 void ref_autoencoder(struct ref_layer *l, const int64_t *sizes, int n, int act, int out_act,
 		     bool tied);
 
+/* The attention plugin's attention_pool on [B,T,F] (ragged): e_t = v^T tanh(W h_t + b),
+ * alpha = softmax over the valid steps, out = sum_t alpha_t h_t; outputs out and weights. */
+void ref_attention_pool(struct ref_layer *l);
+
 /* Losses (core/losses.c): the summed loss; d_pred (may be NULL) gets d(sum)/d(pred) WRITTEN.
  * *count is what the core averages over. */
 double ref_mse(const struct r64 *pred, const struct r64 *target, struct r64 *d_pred,

@@ -338,22 +338,32 @@ static int64_t csv_bytes(FILE *csv)
 	return (int64_t)st.st_size;
 }
 
-/* A kill during a checkpoint write leaves its temporary file ("model.safetensors.tmp.<pid>",
- * see px_st_write): remove those of earlier runs in this run directory. */
-static void remove_stale_temps(const char *run_dir)
+/* A kill during an atomic write leaves its temporary file "NAME.tmp.<pid>" (px_st_write,
+ * px_write_file_atomic): remove those of earlier runs from this run directory. */
+static void remove_stale_temps_in(const char *dir)
 {
-	DIR *d = opendir(run_dir);
+	DIR *d = opendir(dir);
 	if (!d)
 		return;
 	for (struct dirent *e; (e = readdir(d));) {
-		const char *t = strstr(e->d_name, ".safetensors.tmp.");
-		if (!t || strspn(t + 17, "0123456789") != strlen(t + 17) || !t[17])
+		const char *t = strstr(e->d_name, ".tmp.");
+		if (!t || t == e->d_name || !t[5] || strspn(t + 5, "0123456789") != strlen(t + 5))
 			continue;
 		char p[4400];
-		snprintf(p, sizeof p, "%s/%s", run_dir, e->d_name);
+		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
 		unlink(p);
 	}
 	closedir(d);
+}
+
+static void remove_stale_temps(const char *run_dir)
+{
+	char sub[4300];
+	remove_stale_temps_in(run_dir);
+	snprintf(sub, sizeof sub, "%s/checkpoints", run_dir);
+	remove_stale_temps_in(sub);
+	snprintf(sub, sizeof sub, "%s/figures", run_dir);
+	remove_stale_temps_in(sub);
 }
 
 /* ---------------------------------------------------------------- evaluation */

@@ -80,7 +80,7 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 	}
 	struct px_layer_inst *li;
 	struct px_error err;
-	if (px_layer_inst_new(ops, opts, n_in, shapes, ragged, 7, host, &li, &err)) {
+	if (px_layer_inst_new(ops, opts, n_in, shapes, ragged, CHECK64_SEED, host, &li, &err)) {
 		fprintf(stderr, "%s: %s\n", name, err.msg);
 		return -1;
 	}

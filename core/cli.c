@@ -164,8 +164,9 @@ static int cmd_train(struct cli *c)
 		snprintf(dir, sizeof dir, "runs/%s", s->pl->name);
 	rc = px_train(s, dir, c->resume, &err);
 	if (!rc && s->have[PX_SPLIT_TEST] && comm->rank == 0) {
-		struct px_metrics m;
-		rc = px_evaluate(s, PX_SPLIT_TEST, &m, &err);
+		struct px_metrics m = s->final;   /* the report's evaluation, else a fresh one */
+		if (s->final_split != PX_SPLIT_TEST)
+			rc = px_evaluate(s, PX_SPLIT_TEST, &m, &err);
 		if (!rc)
 			print_metrics("test", &m, false);
 	}

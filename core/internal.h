@@ -471,6 +471,15 @@ struct px_session_opts {
 	bool no_optimizer;                 /* eval/predict: skip the optimizer */
 };
 
+struct px_metrics {
+	double loss;         /* mean */
+	double accuracy;     /* NAN when it does not apply */
+	int64_t examples;
+	int n_extra;
+	char extra_name[16][32];
+	double extra[16];
+};
+
 struct px_session {
 	struct px_pipeline *pl;
 	struct px_registry *reg;
@@ -492,6 +501,10 @@ struct px_session {
 	/* data-parallel training (core/comm.h): the ranks px_train trains with, borrowed;
 	 * NULL: this process alone */
 	struct px_comm *comm;
+	/* the evaluation px_train's report made after training (split PX_SPLIT_*, -1: none), so
+	 * that `plexus train` prints it without evaluating the split again */
+	int final_split;
+	struct px_metrics final;
 };
 extern const struct px_param_spec px_train_schema[];
 extern const struct px_param_spec px_eval_schema[];
@@ -507,14 +520,6 @@ int px_session_batch(struct px_session *s, int split, const int64_t *idx, int64_
 		     struct px_error *err);
 
 /* ------------------------------------------------------------------ train.c */
-struct px_metrics {
-	double loss;         /* mean */
-	double accuracy;     /* NAN when it does not apply */
-	int64_t examples;
-	int n_extra;
-	char extra_name[16][32];
-	double extra[16];
-};
 /* Train from scratch or resume; writes run_dir/{model.safetensors,state.safetensors,
  * metrics.csv,pipeline.yaml}. */
 int px_train(struct px_session *s, const char *run_dir, bool resume, struct px_error *err);

@@ -576,6 +576,8 @@ int px_report_train_end(struct px_session *s, const char *run_dir, int train_rc,
 			    : s->have[PX_SPLIT_VAL] ? PX_SPLIT_VAL : -1;
 		if (fin_split >= 0 && (rc = px_evaluate(s, fin_split, &fin, &e)))
 			goto done;
+		s->final_split = fin_split;
+		s->final = fin;
 		if ((rc = figure_pass(s, &fs, &e)))
 			goto done;
 	} else {

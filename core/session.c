@@ -204,6 +204,7 @@ int px_session_open(const char *path, const struct px_session_opts *o, struct px
 	struct px_session *s = calloc(1, sizeof *s);
 	if (!s)
 		return px_error_set(err, PX_ERR_NOMEM, "out of memory");
+	s->final_split = -1;
 	int rc = px_pipeline_load(path, o->overrides, o->n_overrides, &s->pl, err);
 	if (rc)
 		goto fail;

@@ -199,6 +199,15 @@ START_TEST(test_fashion_cae_learns_to_reconstruct)
 	double loss = json_num(train_eval("pipelines/fashion-cae.yaml", d, sizeof d, sets, 4, &r), "loss");
 	/* an untrained model scores ~35 per image (1/2 sum of squares); PCA with 64 components ~4 */
 	ck_assert_msg(loss < 8, "test reconstruction loss %g", loss);
+	/* the report shows inputs over reconstructions, drawn by the core (no plugin draws them) */
+	char p[128], idx[4096];
+	snprintf(p, sizeof p, "%s/figures/index.json", d);
+	slurp(p, idx, sizeof idx);
+	ck_assert_msg(strstr(idx, "\"node\": \"recon\", \"type\": \"image\", \"title\": "
+			     "\"reconstructions: input (top), output (bottom)\"") != NULL,
+		      "no reconstruction grid in %s", idx);
+	snprintf(p, sizeof p, "%s/figures/fig-000.png", d);
+	ck_assert_msg(access(p, R_OK) == 0, "%s missing", p);
 }
 END_TEST
 

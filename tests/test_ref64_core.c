@@ -2,8 +2,11 @@
  * reference's gradients by central differences in double (eps 1e-6, |a-n| <= 1e-5 + 1e-3|n|
  * for every element), and the float32 kernels against the reference (normalised MSE <= 1e-7,
  * forward and backward). Non-smooth points are avoided by construction: relu inputs are at
- * least 0.1 away from its kink (eps is 1e-6); dropout is checked in evaluation (identity),
- * its random mask is not reproduced; ids (embedding) get no finite differences. */
+ * least 0.1 away from its kink (eps is 1e-6); ids (embedding) get no finite differences.
+ * Dropout is checked in evaluation (the identity) and in training, where the reference
+ * reproduces the kernel's mask: both draw from px_rng_seed_label(CHECK64_SEED, "forward"),
+ * seeded afresh for every forward, in the kernel's order (ref64_random.c); the test asserts
+ * that the fraction dropped is plausible for p. Given the mask, dropout is linear (no kink). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -130,6 +133,60 @@ START_TEST(test_views_and_dropout_in_eval_match_float64_reference)
 	expect("reshape [3,12] -> [3,3,4]", layer("reshape"), "shape: [3, 4]", 1, &x, NULL, &ref);
 	ref_identity(&ref, 0, NULL);
 	expect("dropout eval ragged [3,4,5]", layer("dropout"), "p: 0.5", 1, &xr, NULL, &ref);
+}
+END_TEST
+
+/* check64_layer frees the reference when done: this forward hook keeps what the reference's
+ * first forward (the one the kernel is compared with) drew */
+static void (*watched_fwd)(struct ref_layer *, int, struct r64 *const *, struct r64 **);
+static struct ref_draws drawn;
+static int64_t forwards;
+
+static void watch_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	watched_fwd(l, n_in, in, out);
+	if (forwards++ == 0)
+		ref_random_draws(l, &drawn);
+}
+
+/* dropout in training: the kernel's mask, reproduced; d = the fraction dropped must lie within
+ * 3 standard deviations of p (Binomial), with at least one element dropped and one kept */
+static void expect_dropout(const char *name, double p, struct px_tensor *x)
+{
+	struct ref_layer ref = {0};
+	const struct check64_opts train = {.train = true};
+	char opts[32];
+	snprintf(opts, sizeof opts, "p: %g", p);
+	ref_dropout(&ref, p, CHECK64_SEED);
+	watched_fwd = ref.forward;
+	ref.forward = watch_fwd;
+	forwards = 0;
+	struct check64_result r;
+	ck_assert_msg(check64_layer(name, layer("dropout"), opts, 1, &x, NULL, &ref, NULL, &train,
+				    &r) == 0, "%s did not run", name);
+	double n = (double)drawn.valid, d = (double)drawn.hit / n, sd = sqrt(p * (1 - p) / n);
+	printf("%-34s dropped %lld of %lld valid elements (%.3f, p %.2f +- %.3f)\n", name,
+	       (long long)drawn.hit, (long long)drawn.valid, d, p, 3 * sd);
+	ck_assert_msg(r.fd_checked > 0, "%s: nothing checked", name);
+	ck_assert_msg(drawn.hit > 0 && drawn.hit < drawn.valid && fabs(d - p) <= 3 * sd,
+		      "%s: dropped %lld of %lld, implausible for p = %g", name,
+		      (long long)drawn.hit, (long long)drawn.valid, p);
+	ck_assert_msg(r.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
+		      name, (long long)r.fd_failed, (long long)r.fd_checked, r.fd_worst);
+	ck_assert_msg(r.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, r.fwd_nmse);
+	ck_assert_msg(r.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, r.bwd_nmse,
+		      r.bwd_worst);
+}
+
+START_TEST(test_dropout_in_training_reproduces_kernel_mask_and_matches_float64_reference)
+{
+	int64_t s[2] = {8, 10}, sr[3] = {3, 4, 5};
+	struct px_tensor *x = rnd(2, s, -1, 1), *xr = rnd(3, sr, -1, 1);
+	xr->lengths = lens3;   /* 35 valid elements of 60 */
+	expect_dropout("dropout train p 0.3 [8,10]", 0.3, x);
+	expect_dropout("dropout train p 0.5 [8,10]", 0.5, x);
+	expect_dropout("dropout train p 0.3 ragged [3,4,5]", 0.3, xr);
+	expect_dropout("dropout train p 0.5 ragged [3,4,5]", 0.5, xr);
 }
 END_TEST
 
@@ -291,6 +348,7 @@ int main(void)
 	tcase_add_test(tc, test_activations_match_float64_reference_and_their_gradients);
 	tcase_add_test(tc, test_softmax_matches_float64_reference_and_its_gradient);
 	tcase_add_test(tc, test_views_and_dropout_in_eval_match_float64_reference);
+	tcase_add_test(tc, test_dropout_in_training_reproduces_kernel_mask_and_matches_float64_reference);
 	tcase_add_test(tc, test_embedding_matches_float64_reference_and_its_gradient);
 	tcase_add_test(tc, test_concat_and_add_match_float64_reference_and_their_gradients);
 	tcase_add_test(tc, test_losses_match_float64_reference_and_their_gradients);

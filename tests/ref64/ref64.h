@@ -102,4 +102,36 @@ double ref_cross_entropy(const struct r64 *pred, const struct r64 *target, int64
 double ref_bce(const struct r64 *pred, const struct r64 *target, double pos_weight,
 	       struct r64 *d_pred, double *count);
 
+/* ------------------------------------------------------------------ random layers, relu */
+/* Random layers in training (tests/ref64/ref64_random.c): the core's dropout (inverted: y = x m,
+ * m = 0 with probability p, else 1/(1-p)) and the autoencoder plugin's gaussian_noise
+ * (y = x + std N(0,1)), masking_noise (y = 0 with probability fraction, else x) and
+ * salt_pepper_noise (corrupted with probability fraction: low or high, half each). Every forward
+ * draws from px_rng_seed_label(seed, "forward"), the stream the harness gives the kernel for
+ * every forward (pass CHECK64_SEED), in the kernel's documented order, so both draw the same
+ * mask. Ragged inputs: padded steps draw nothing and give zero outputs and gradients. For
+ * evaluation (the identity) use ref_identity. */
+void ref_dropout(struct ref_layer *l, double p, uint64_t seed);
+void ref_gaussian_noise(struct ref_layer *l, double std, uint64_t seed);
+void ref_masking_noise(struct ref_layer *l, double fraction, uint64_t seed);
+void ref_salt_pepper_noise(struct ref_layer *l, double fraction, double low, double high,
+			   uint64_t seed);
+
+/* What the last forward of a random layer drew, so that a test can see the randomness at work
+ * (a kernel and a reference that both never drop must not pass). */
+struct ref_draws {
+	int64_t valid;        /* valid elements, one draw each (a salt & pepper hit: two) */
+	int64_t hit;          /* dropped, zeroed or corrupted (gaussian: 0) */
+	int64_t high;         /* salt & pepper hits set to high (salt) */
+	int64_t changed;      /* valid elements whose output differs from the input */
+	double sq_change;     /* sum over the valid elements of (y - x)^2 */
+};
+void ref_random_draws(const struct ref_layer *l, struct ref_draws *d);
+
+/* ref_autoencoder's act may also be 3: relu, whose kink at z = 0 a finite-difference check must
+ * stay away from. Of the last forward: the smallest |z| before a relu (INFINITY without relu),
+ * which a test asserts is a clear margin larger than the finite-difference step; *relus: how
+ * many relus it evaluated (every example, every unit), *active: how many had z > 0. */
+double ref_autoencoder_relu_margin(const struct ref_layer *l, int64_t *relus, int64_t *active);
+
 #endif

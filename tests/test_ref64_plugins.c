@@ -8,8 +8,10 @@
  * 0.05), max unpooling (to distinct positions), average pooling with and without the padding
  * counted, nearest and bilinear
  * upsampling, and batchnorm2d in training (batch statistics) and evaluation mode. Autoencoder:
- * the dense node (tanh or sigmoid hidden activations, tied or not) and the noise layers in
- * evaluation (the identity). Attention: attention_pool over the ragged steps (both outputs). */
+ * the dense node (relu, tanh or sigmoid hidden activations, tied or not; relu's kinks avoided
+ * by construction, the margin asserted) and the noise layers in evaluation (the identity) and
+ * in training (the kernel's draws reproduced). Attention: attention_pool over the ragged steps
+ * (both outputs). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -137,28 +139,73 @@ START_TEST(test_pooling_upsampling_and_batchnorm_match_float64_reference)
 END_TEST
 
 /* ------------------------------------------------------------------ autoencoder plugin */
-static void expect_dense(const char *name, const char *kind, const char *opts, int ndim,
-			 const int64_t *shape, struct ref_layer *ref)
+/* check64_layer frees the reference when done: this forward hook keeps what the reference saw
+ * over all its forwards (the one the kernel is compared with, then every finite-difference
+ * one): the smallest relu margin, the range of active relus, and the first forward's draws */
+static void (*watched_fwd)(struct ref_layer *, int, struct r64 *const *, struct r64 **);
+static struct {
+	int64_t forwards, relus, active_min, active_max;
+	double relu_margin;
+	struct ref_draws drawn;
+} seen;
+
+static void watch_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	watched_fwd(l, n_in, in, out);
+	if (!strcmp(l->kind, "autoencoder")) {
+		int64_t active;
+		seen.relu_margin = fmin(seen.relu_margin, ref_autoencoder_relu_margin(l, &seen.relus,
+										      &active));
+		seen.active_min = seen.forwards ? (active < seen.active_min ? active : seen.active_min)
+						: active;
+		seen.active_max = active > seen.active_max ? active : seen.active_max;
+	} else if (seen.forwards == 0) {
+		ref_random_draws(l, &seen.drawn);
+	}
+	seen.forwards++;
+}
+
+static void assert_checked(const char *name, const struct check64_result *res)
+{
+	ck_assert_msg(res->fd_checked > 0, "%s: nothing checked", name);
+	ck_assert_msg(res->fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
+		      name, (long long)res->fd_failed, (long long)res->fd_checked, res->fd_worst);
+	ck_assert_msg(res->fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res->fwd_nmse);
+	ck_assert_msg(res->bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name,
+		      res->bwd_nmse, res->bwd_worst);
+}
+
+/* x ~ U(-1, 1) (seed 19 + x_seed), ragged when lengths is not NULL: ref against the kernel
+ * (what the reference saw is in `seen`; the caller asserts *res) */
+static void run_dense(const char *name, const char *kind, const char *opts, int ndim,
+		      const int64_t *shape, const int32_t *lengths, uint64_t x_seed,
+		      const struct check64_opts *o, struct ref_layer *ref, struct check64_result *res)
 {
 	struct px_arena *a = px_arena_new(1 << 16);
 	struct px_rng r;
-	px_rng_seed(&r, 19);
+	px_rng_seed(&r, 19 + x_seed);
 	struct px_tensor *x = px_tensor_new(a, ndim, shape);
 	px_rng_fill_uniform(&r, x->data, px_tensor_numel(x), -1, 1);
-	struct check64_result res;
+	x->lengths = lengths;
+	memset(&seen, 0, sizeof seen);
+	seen.relu_margin = INFINITY;
+	watched_fwd = ref->forward;
+	ref->forward = watch_fwd;
 	ck_assert_msg(check64_layer(name, tp_layer("autoencoder", kind), opts, 1, &x, NULL, ref,
-				    &tp_host, NULL, &res) == 0, "%s did not run", name);
+				    &tp_host, o, res) == 0, "%s did not run", name);
 	px_arena_free(a);
-	ck_assert_msg(res.fd_checked > 0, "%s: nothing checked", name);
-	ck_assert_msg(res.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)res.fd_failed, (long long)res.fd_checked, res.fd_worst);
-	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res.fwd_nmse);
-	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, res.bwd_nmse,
-		      res.bwd_worst);
 }
 
-/* the dense autoencoder with smooth activations (relu's kink is not covered), tied and untied;
- * the noise layers in evaluation, where they are the identity (their noise is random) */
+static void expect_dense(const char *name, const char *kind, const char *opts, int ndim,
+			 const int64_t *shape, struct ref_layer *ref)
+{
+	struct check64_result res;
+	run_dense(name, kind, opts, ndim, shape, NULL, 0, NULL, ref, &res);
+	assert_checked(name, &res);
+}
+
+/* The dense node with smooth activations (tanh, sigmoid), tied and untied; the noise layers in
+ * evaluation, where they are the identity */
 START_TEST(test_autoencoder_matches_float64_reference)
 {
 	struct ref_layer ref = {0};
@@ -176,6 +223,119 @@ START_TEST(test_autoencoder_matches_float64_reference)
 		snprintf(name, sizeof name, "%s (evaluation)", noise[i]);
 		ref_identity(&ref, 0, NULL);
 		expect_dense(name, noise[i], "", 2, s2, &ref);
+	}
+}
+END_TEST
+
+/* The dense node with relu, its default activation, after every hidden layer and the code.
+ * relu has a kink at z = 0; it is avoided by construction: with these inputs (U(-1, 1), seed
+ * 22, chosen for the margin) and the kernel's initial parameters (seed CHECK64_SEED), every
+ * relu pre-activation z of every forward the check runs (the compared one and each
+ * finite-difference one, eps 1e-6) is at least RELU_MARGIN = 1e-3 from 0 (in fact 1.1e-2 or
+ * more) — asserted and printed here, so a change that brings a kink close fails instead of
+ * passing by luck. The kernel's float32 z is within ~1e-7 of the reference's, so it takes the
+ * same side of every kink. Both sides of the kink are exercised: some relus are active and
+ * some are not in every forward (asserted). Tied and untied, output sigmoid and none. */
+#define RELU_MARGIN 1e-3
+
+static void expect_relu(const char *name, const char *opts, const int64_t *sizes, int n,
+			bool sigmoid_out, bool tied, int ndim, const int64_t *shape)
+{
+	struct ref_layer ref = {0};
+	ref_autoencoder(&ref, sizes, n, 3, sigmoid_out, tied);
+	struct check64_result res;
+	run_dense(name, "autoencoder", opts, ndim, shape, NULL, 3, NULL, &ref, &res);
+	printf("%-34s relu: smallest |z| %.2e over %lld forwards; %lld-%lld of %lld active\n", name,
+	       seen.relu_margin, (long long)seen.forwards, (long long)seen.active_min,
+	       (long long)seen.active_max, (long long)seen.relus);
+	ck_assert_msg(seen.relus > 0 && seen.relu_margin >= RELU_MARGIN,
+		      "%s: a relu pre-activation %.3g from its kink (margin %g)", name,
+		      seen.relu_margin, RELU_MARGIN);
+	ck_assert_msg(seen.active_min > 0 && seen.active_max < seen.relus,
+		      "%s: %lld-%lld of %lld relus active: one side of the kink is not exercised",
+		      name, (long long)seen.active_min, (long long)seen.active_max,
+		      (long long)seen.relus);
+	assert_checked(name, &res);
+}
+
+START_TEST(test_autoencoder_with_relu_matches_float64_reference_away_from_kinks)
+{
+	int64_t a[3] = {6, 4, 3}, b[3] = {6, 4, 2}, c[4] = {8, 6, 4, 2}, d[3] = {8, 5, 3};
+	int64_t s46[2] = {4, 6}, s323[3] = {3, 2, 3}, s38[2] = {3, 8}, s48[2] = {4, 8};
+	expect_relu("autoencoder 6-4-3 relu, sigmoid out", "sizes: [6, 4, 3], activation: relu",
+		    a, 3, true, false, 2, s46);
+	expect_relu("autoencoder 6-4-2 tied relu [3,2,3]", "sizes: [6, 4, 2], activation: relu, "
+		    "output_activation: none, tied: true", b, 3, false, true, 3, s323);
+	expect_relu("autoencoder 8-6-4-2 defaults (relu)", "sizes: [8, 6, 4, 2]", c, 4, true,
+		    false, 2, s38);
+	expect_relu("autoencoder 8-5-3 tied relu, sigmoid", "sizes: [8, 5, 3], tied: true", d, 3,
+		    true, true, 2, s48);
+	expect_relu("autoencoder 8-5-3 relu, no out act", "sizes: [8, 5, 3], "
+		    "output_activation: none", d, 3, false, false, 2, s48);
+}
+END_TEST
+
+/* The noise layers in training, plain and ragged: the reference reproduces the kernel's noise,
+ * both drawing from px_rng_seed_label(CHECK64_SEED, "forward"), seeded afresh for every forward,
+ * in the kernel's order (ref64_random.c). Given the draws each layer is linear in x (no kink).
+ * The noise must be real: elements changed; masking and salt & pepper corrupt a fraction
+ * within 3 standard deviations of `fraction` (at least one element hit and one kept), salt and
+ * pepper both appear; gaussian changes every valid element, with mean (y - x)^2 / std^2 within
+ * 3 standard deviations of 1. */
+static bool plausible(double rate, double expect, double sd)
+{
+	return fabs(rate - expect) <= 3 * sd;
+}
+
+static void expect_noise(const char *name, const char *kind, const char *opts, int ndim,
+			 const int64_t *shape, const int32_t *lengths, double a,
+			 struct ref_layer *ref)
+{
+	const struct check64_opts train = {.train = true};
+	struct check64_result res;
+	run_dense(name, kind, opts, ndim, shape, lengths, 0, &train, ref, &res);
+	const struct ref_draws *d = &seen.drawn;
+	double n = (double)d->valid;
+	printf("%-34s %lld valid: %lld hit (%lld high), %lld changed, mean (y-x)^2 %.3g\n", name,
+	       (long long)d->valid, (long long)d->hit, (long long)d->high, (long long)d->changed,
+	       d->sq_change / n);
+	ck_assert_msg(d->valid > 0 && d->changed > 0, "%s: no element changed", name);
+	if (!strcmp(kind, "gaussian_noise")) {
+		ck_assert_msg(d->changed == d->valid, "%s: %lld of %lld changed", name,
+			      (long long)d->changed, (long long)d->valid);
+		ck_assert_msg(plausible(d->sq_change / n / (a * a), 1, sqrt(2 / n)),
+			      "%s: mean (y-x)^2 %g, std^2 %g", name, d->sq_change / n, a * a);
+	} else {
+		ck_assert_msg(d->hit > 0 && d->hit < d->valid &&
+			      plausible((double)d->hit / n, a, sqrt(a * (1 - a) / n)),
+			      "%s: %lld of %lld hit, implausible for %g", name, (long long)d->hit,
+			      (long long)d->valid, a);
+	}
+	if (!strcmp(kind, "salt_pepper_noise"))
+		ck_assert_msg(d->high > 0 && d->high < d->hit, "%s: %lld of %lld hits salt", name,
+			      (long long)d->high, (long long)d->hit);
+	assert_checked(name, &res);
+}
+
+START_TEST(test_noise_layers_in_training_reproduce_kernel_noise_and_match_float64_reference)
+{
+	struct ref_layer ref = {0};
+	int64_t s[2] = {6, 10}, sr[3] = {3, 5, 4};   /* ragged: lengths 5, 3, 1: 36 of 60 valid */
+	for (int rag = 0; rag < 2; rag++) {
+		const int64_t *sh = rag ? sr : s;
+		int nd = rag ? 3 : 2;
+		const int32_t *ln = rag ? lens : NULL;
+		char name[64];
+		snprintf(name, sizeof name, "gaussian_noise std 0.3 train%s", rag ? " ragged" : "");
+		ref_gaussian_noise(&ref, 0.3, CHECK64_SEED);
+		expect_noise(name, "gaussian_noise", "std: 0.3", nd, sh, ln, 0.3, &ref);
+		snprintf(name, sizeof name, "masking_noise 0.3 train%s", rag ? " ragged" : "");
+		ref_masking_noise(&ref, 0.3, CHECK64_SEED);
+		expect_noise(name, "masking_noise", "fraction: 0.3", nd, sh, ln, 0.3, &ref);
+		snprintf(name, sizeof name, "salt_pepper 0.4 train%s", rag ? " ragged" : "");
+		ref_salt_pepper_noise(&ref, 0.4, -0.5, 1.5, CHECK64_SEED);
+		expect_noise(name, "salt_pepper_noise", "fraction: 0.4, low: -0.5, high: 1.5", nd,
+			     sh, ln, 0.4, &ref);
 	}
 }
 END_TEST
@@ -213,6 +373,8 @@ int main(void)
 	tcase_add_test(tc, test_conv2d_and_conv_transpose2d_match_float64_reference);
 	tcase_add_test(tc, test_pooling_upsampling_and_batchnorm_match_float64_reference);
 	tcase_add_test(tc, test_autoencoder_matches_float64_reference);
+	tcase_add_test(tc, test_autoencoder_with_relu_matches_float64_reference_away_from_kinks);
+	tcase_add_test(tc, test_noise_layers_in_training_reproduce_kernel_noise_and_match_float64_reference);
 	tcase_add_test(tc, test_attention_pool_matches_float64_reference_over_ragged_steps);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);

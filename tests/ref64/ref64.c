@@ -1426,16 +1426,30 @@ void ref_maxunpool2d(struct ref_layer *l, int64_t out_h, int64_t out_w)
 }
 
 /* ------------------------------------------------------------------ autoencoder */
-/* opt: [0] L (layers each way), [1] act, [2] out_act, [3] tied, [4..] sizes (at most 4) */
+/* opt: [0] L (layers each way), [1] act, [2] out_act, [3] tied, [4..] sizes (at most 4);
+ * fopt: the last forward's relus: [0] the smallest |z| before one, [1] how many, [2] active */
+enum ae_act_kind { AE_NONE, AE_TANH, AE_SIGMOID, AE_RELU };
+
+/* h = f(z): tanh, sigmoid 1/(1+e^-z), relu max(z, 0), or z */
 static double ae_act(int a, double z)
 {
-	return a == 1 ? tanh(z) : a == 2 ? 1 / (1 + exp(-z)) : z;
+	switch (a) {
+	case AE_TANH: return tanh(z);
+	case AE_SIGMOID: return 1 / (1 + exp(-z));
+	case AE_RELU: return z > 0 ? z : 0;
+	default: return z;
+	}
 }
 
-/* f'(z) from h = f(z) */
+/* f'(z) from h = f(z) (relu: h > 0 iff z > 0; its kink at z = 0 is the test's to avoid) */
 static double ae_act_d(int a, double h)
 {
-	return a == 1 ? 1 - h * h : a == 2 ? h * (1 - h) : 1;
+	switch (a) {
+	case AE_TANH: return 1 - h * h;
+	case AE_SIGMOID: return h * (1 - h);
+	case AE_RELU: return h > 0 ? 1 : 0;
+	default: return 1;
+	}
 }
 
 /* layer m: in/out sizes and where its weight and bias are in l->param (the weight is [out,in],
@@ -1479,6 +1493,8 @@ static void ae_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct 
 	l->cache = h;
 	h[0] = calloc((size_t)r64_numel(x), sizeof(double));
 	memcpy(h[0], x->d, (size_t)r64_numel(x) * sizeof(double));
+	l->fopt[0] = INFINITY;
+	l->fopt[1] = l->fopt[2] = 0;
 	for (int64_t m = 0; m < 2 * L; m++) {
 		int64_t ni, no;
 		int wi, bi;
@@ -1486,13 +1502,18 @@ static void ae_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct 
 		ae_layer(l, m, &ni, &no, &wi, &bi, &tr);
 		const double *w = l->param[wi]->d, *b = l->param[bi]->d;
 		h[m + 1] = calloc((size_t)(B * no), sizeof(double));
-		int a = m == 2 * L - 1 ? (l->opt[2] ? 2 : 0) : (int)l->opt[1];
+		int a = m == 2 * L - 1 ? (l->opt[2] ? AE_SIGMOID : AE_NONE) : (int)l->opt[1];
 		for (int64_t i = 0; i < B; i++)
 			for (int64_t o = 0; o < no; o++) {
 				double z = b[o];
 				for (int64_t k = 0; k < ni; k++)
 					z += h[m][i * ni + k] * (tr ? w[k * no + o] : w[o * ni + k]);
 				h[m + 1][i * no + o] = ae_act(a, z);
+				if (a == AE_RELU) {
+					l->fopt[0] = fmin(l->fopt[0], fabs(z));
+					l->fopt[1]++;
+					l->fopt[2] += z > 0;
+				}
 			}
 	}
 	out[0] = r64_like(x);
@@ -1522,7 +1543,7 @@ static void ae_bwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct 
 		if (m == L - 1)
 			for (int64_t i = 0; i < B * no; i++)
 				dh[i] += d_out[1]->d[i];
-		int a = m == 2 * L - 1 ? (l->opt[2] ? 2 : 0) : (int)l->opt[1];
+		int a = m == 2 * L - 1 ? (l->opt[2] ? AE_SIGMOID : AE_NONE) : (int)l->opt[1];
 		const double *w = l->param[wi]->d;
 		double *gw = l->grad[wi]->d, *gb = l->grad[bi]->d;
 		double *dprev = calloc((size_t)(B * ni), sizeof(double));
@@ -1562,9 +1583,18 @@ void ref_autoencoder(struct ref_layer *l, const int64_t *sizes, int n, int act, 
 	l->opt[3] = tied;
 	for (int i = 0; i < n && i < 4; i++)
 		l->opt[4 + i] = sizes[i];
+	l->fopt[0] = INFINITY;
 	l->forward = ae_fwd;
 	l->backward = ae_bwd;
 	l->cache_free = ae_cache_free;
+}
+
+double ref_autoencoder_relu_margin(const struct ref_layer *l, int64_t *relus,
+				   int64_t *active)
+{
+	*relus = (int64_t)l->fopt[1];
+	*active = (int64_t)l->fopt[2];
+	return l->fopt[0];
 }
 
 /* ------------------------------------------------------------------ attention_pool */

@@ -63,6 +63,28 @@ static void fd_one(struct ref_layer *ref, int n_in, struct r64 *const *in, struc
 	res->fd_max_rel = fmax(res->fd_max_rel, rel);
 }
 
+/* o->prelude through the kernel and the reference, then ref->commit */
+static int run_prelude(const char *name, struct px_layer_inst *li, struct ref_layer *ref,
+		       int n_in, const struct check64_opts *o)
+{
+	struct px_error err;
+	struct r64 *in[8] = {0}, *out[8] = {0};
+	if (px_layer_inst_forward(li, o->prelude, o->train, &err)) {
+		fprintf(stderr, "%s: prelude forward: %s\n", name, err.msg);
+		return -1;
+	}
+	for (int i = 0; i < n_in; i++)
+		in[i] = r64_from(o->prelude[i]);
+	ref->forward(ref, n_in, in, out);
+	for (int k = 0; k < ref->n_out; k++)
+		r64_free(out[k]);
+	for (int i = 0; i < n_in; i++)
+		r64_free(in[i]);
+	if (ref->commit)
+		ref->commit(ref);
+	return 0;
+}
+
 int check64_layer(const char *name, const struct px_layer_ops *ops, const char *opts, int n_in,
 		  struct px_tensor *const *in, const bool *no_grad, struct ref_layer *ref,
 		  const struct px_host *host, const struct check64_opts *o,
@@ -100,6 +122,8 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		ref->param[k] = r64_from(p->value);
 		ref->grad[k] = r64_like(ref->param[k]);
 	}
+	if (o->prelude && run_prelude(name, li, ref, n_in, o))
+		return -1;
 	struct r64 *din[8] = {0}, *rout[8] = {0}, *w[8] = {0}, *rdin[8] = {0};
 	for (int i = 0; i < n_in; i++)
 		din[i] = r64_from(in[i]);

@@ -33,6 +33,10 @@ struct check64_result {
 struct check64_opts {
 	bool train;            /* run both in training mode (batch statistics); default evaluation */
 	bool random_params;    /* replace the kernel's initial trainable values by U(-0.5, 0.5) */
+	/* n_in inputs of one earlier batch, or NULL: before the checked batch they run through
+	 * the kernel's forward and the reference's (in the same mode), then ref->commit (when
+	 * set): a stateful layer carries its final states into the checked batch. */
+	const struct px_tensor *const *prelude;
 };
 
 /* in[i]: float32 inputs (caller-owned, lengths honoured); no_grad[i] (NULL: none) marks id

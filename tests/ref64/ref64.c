@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <plexus/tensor.h>
+
 /* ------------------------------------------------------------------ tensors */
 struct r64 *r64_new(int ndim, const int64_t *shape)
 {
@@ -476,17 +478,56 @@ void ref_add(struct ref_layer *l)
 }
 
 /* ------------------------------------------------------------------ recurrent */
-/* Per layer and direction, per example, per valid step t (in processing order) the cache keeps
- * the cell's input x_t, the previous state and the gate values. Options: opt[0] kind, [1] H,
- * [2] layers, [3] directions, [4] readout, [5] gru reset_after. */
-struct rec_cache {
-	int64_t B, T, F;
-	/* per (layer l, direction d): h[(l*D+d)][b][t][H] the state after step t (valid steps), c
-	 * likewise (lstm), gates[(l*D+d)][b][t][G*H] the activated gates; n_pre for the gru's
-	 * W_hn h + b_hn (reset after) */
-	double *h, *c, *gates, *hn;
-	double *layer_in;   /* [layers][B][T][max(F, D*H)] the input of each layer */
-	int64_t width;      /* max(F, D*H) */
+/* Every layer and direction runs per example over its valid steps only, as PyTorch runs a
+ * packed sequence (padded steps neither exist nor change anything); the reverse direction from
+ * the last valid step down. Options: opt[0] kind, [1] H, [2] layers, [3] directions, [4]
+ * readout, [5] gru reset_after; the rest (struct ref_rec_opts) in struct rec_state, which
+ * l->cache holds from the constructor to ref_layer_free, with the stateful carry and the
+ * tbptt constants.
+ *
+ * Initial states: the h0/c0 inputs (in[1], in[2], [B, layers*dirs, H] like PyTorch's h_0
+ * transposed), else the stateful carry (the final states of the forward before the last
+ * commit: a constant, detached), else zeros.
+ *
+ * tbptt K: the truncated gradient is the exact gradient of the function in which the state
+ * crossing each chunk boundary, at the absolute steps tau = K, 2K, ... < T (between steps tau-1
+ * and tau, in both directions), is a constant (a stop-gradient, PyTorch's detach). This
+ * reference computes that function: the first forward after the constructor or commit (the
+ * check's forward at the unperturbed point) stores the states that cross boundaries, and every
+ * later forward (the finite differences) uses the stored values there, so the central
+ * differences check the very function whose gradient backward computes. A padded step keeps
+ * the state, so a boundary within an example's padding [n, T-1] detaches the state that
+ * crosses the padding: the final state (forward direction) or the initial state (reverse).
+ *
+ * dropout p between layers (the reference is then one of training mode): layer l's outputs
+ * (l < layers-1) at every step are multiplied by m in {0, 1/(1-p)}, m = 0 iff u < p for a
+ * u = px_rng_uniform of a generator seeded px_rng_seed_label(seed, "forward") afresh for every
+ * forward, as core/harness.c seeds the kernel's, so the masks are the kernel's, provided the
+ * draws are made in the kernel's documented order (enum ref_drop_order): all of layer 0's
+ * mask, then layer 1's, ...; plugins/common/recurrent.c draws each mask over its feature-major
+ * layout with the batch padded to lanes, element (feature j, step t, lane p) at
+ * (j*T + t)*P + p, P = B rounded up to a multiple of 16 (PX_REC_LANES), drawing for padded
+ * steps and lanes p >= B too; plugins/lstm_ref draws over [B][T][D*H]. p is compared as the
+ * float both kernels hold; the kept value is 1/(1-p) exactly. */
+#define REC_LANES 16
+
+struct rec_state {
+	struct ref_rec_opts o;
+	int64_t B, T, F, width;   /* of the last forward; width = max(F, D*H) */
+	/* per lane ld = l*D + d, example b, valid step t at RC_IDX: the state entering the step
+	 * as used (hp, cp), the state after it (h, c), the activated gates and the gru's
+	 * pre-product of the n gate (hn) */
+	double *hp, *cp, *h, *c, *gates, *hn;
+	double *layer_in;   /* [layers][B][T][width]: each layer's input (after dropout) */
+	double *mask;       /* [layers-1][B][T][D*H]: the dropout masks, or NULL */
+	int64_t *argmax;    /* [B][D*H]: the step of the max readout */
+	double *fin_h, *fin_c;       /* [B][layers*D][H]: the last forward's final states */
+	double *carry_h, *carry_c;   /* stateful: the committed final states, same layout */
+	int64_t carry_b;             /* their batch size; 0: nothing carried */
+	double *bnd_h, *bnd_c;       /* tbptt: [layers*D][B][T+1][H] the states crossing a
+				      * boundary (slot t: entering step t; slot T: the final state) */
+	int64_t bnd_b, bnd_t;
+	bool bnd_ready;              /* stored: later forwards use them */
 };
 
 static int gates_of(int64_t kind)
@@ -499,13 +540,14 @@ static double sigm(double x)
 	return 1.0 / (1.0 + exp(-x));
 }
 
-#define RC_IDX(cc, l, D, d, b, t, H) (((((l) * (D) + (d)) * (cc)->B + (b)) * (cc)->T + (t)) * (H))
+#define RC_IDX(st, l, D, d, b, t, H) (((((l) * (D) + (d)) * (st)->B + (b)) * (st)->T + (t)) * (H))
 
-/* One step of the cell for example b: s_prev (h, c) -> h, c; stores gates. */
+/* One step of the cell for example b: (h_prev, c_prev) -> (h, c); stores the gates. */
 static void cell_step(struct ref_layer *L, int64_t ld, const double *x, int64_t in_w,
 		      const double *h_prev, const double *c_prev, double *h, double *c,
 		      double *gates, double *hn)
 {
+	struct rec_state *st = L->cache;
 	int64_t kind = L->opt[0], H = L->opt[1], G = gates_of(kind);
 	const struct r64 *wih = L->param[ld * 4], *whh = L->param[ld * 4 + 1];
 	const struct r64 *bih = L->param[ld * 4 + 2], *bhh = L->param[ld * 4 + 3];
@@ -526,6 +568,12 @@ static void cell_step(struct ref_layer *L, int64_t ld, const double *x, int64_t 
 		if (kind == REF_RNN_TANH) {   /* h' = tanh(W_ih x + b_ih + W_hh h + b_hh) */
 			h[j] = tanh(a[j] + r[j]);
 			gates[j] = h[j];
+		} else if (kind == REF_RNN_RELU) {   /* h' = max(0, W_ih x + b_ih + W_hh h + b_hh) */
+			double s = a[j] + r[j];
+			h[j] = s > 0 ? s : 0;
+			gates[j] = h[j];
+			if (st->o.margins)   /* the kink at s = 0 */
+				st->o.margins->relu = fmin(st->o.margins->relu, fabs(s));
 		} else if (kind == REF_LSTM) {   /* i f g o; c' = f*c + i*g; h' = o*tanh(c') */
 			double i = sigm(a[j] + r[j]), f = sigm(a[H + j] + r[H + j]);
 			double gg = tanh(a[2 * H + j] + r[2 * H + j]), o = sigm(a[3 * H + j] + r[3 * H + j]);
@@ -571,6 +619,8 @@ static void cell_step_bwd(struct ref_layer *L, int64_t ld, const double *x, int6
 	for (int64_t j = 0; j < H; j++) {
 		if (kind == REF_RNN_TANH) {
 			da[j] = dr[j] = dh[j] * (1 - gates[j] * gates[j]);
+		} else if (kind == REF_RNN_RELU) {   /* h > 0 iff s > 0 (s kept away from 0) */
+			da[j] = dr[j] = gates[j] > 0 ? dh[j] : 0;
 		} else if (kind == REF_LSTM) {
 			double i = gates[j], f = gates[H + j], gg = gates[2 * H + j], o = gates[3 * H + j];
 			double tc = tanh(c[j]);
@@ -627,67 +677,220 @@ static void cell_step_bwd(struct ref_layer *L, int64_t ld, const double *x, int6
 	free(dhr);
 }
 
-static void rec_cache_free(struct ref_layer *L);
+/* Is there a tbptt boundary tau (a multiple of K, 0 < tau < T) in [lo, hi]? */
+static bool rec_cut(const struct rec_state *st, int64_t lo, int64_t hi)
+{
+	int64_t K = st->o.tbptt;
+	if (K <= 0)
+		return false;
+	lo = lo < 1 ? 1 : lo;
+	hi = hi > st->T - 1 ? st->T - 1 : hi;
+	return (lo + K - 1) / K * K <= hi;
+}
+
+/* Is the state entering valid step t of direction d (example of length n) a constant?
+ * Forward: it comes from step t-1 across tau = t (none for t = 0: the initial state). Reverse:
+ * from step t+1 across tau = t+1, or for t = n-1 the initial state across the padding. */
+static bool rec_cut_into(const struct rec_state *st, int64_t d, int64_t n, int64_t t)
+{
+	if (!d)
+		return rec_cut(st, t, t);
+	return t == n - 1 ? rec_cut(st, n, st->T - 1) : rec_cut(st, t + 1, t + 1);
+}
+
+/* Is the final state a constant? Forward: it crosses the padding [n, T-1] from step n-1.
+ * Reverse: it leaves step 0 (no boundary), or with no valid step it is the initial state
+ * that crossed all of [0, T-1]. */
+static bool rec_cut_final(const struct rec_state *st, int64_t d, int64_t n)
+{
+	return (!d || n == 0) && rec_cut(st, n, st->T - 1);
+}
+
+/* The state (*h, *c) across a cut: the stored constant (stored first when recording). */
+static void rec_bound(struct rec_state *st, bool record, int64_t ld, int64_t b, int64_t slot,
+		      int64_t H, const double **h, const double **c)
+{
+	size_t at = (size_t)(((ld * st->B + b) * (st->T + 1) + slot) * H);
+	if (record) {
+		memcpy(st->bnd_h + at, *h, (size_t)H * sizeof(double));
+		memcpy(st->bnd_c + at, *c, (size_t)H * sizeof(double));
+	}
+	*h = st->bnd_h + at;
+	*c = st->bnd_c + at;
+}
+
+/* The dropout masks of one forward, [layers-1][B][T][DH], in the kernel's draw order. */
+static void rec_masks(struct rec_state *st, int64_t NL, int64_t DH)
+{
+	int64_t B = st->B, T = st->T, P = (B + REC_LANES - 1) / REC_LANES * REC_LANES;
+	double thr = (double)(float)st->o.dropout, keep = 1.0 / (1.0 - st->o.dropout);
+	struct px_rng rng;
+	px_rng_seed_label(&rng, st->o.seed, "forward");
+	for (int64_t l = 0; l + 1 < NL; l++) {
+		double *m = st->mask + l * B * T * DH;
+		if (st->o.drop_order == REF_DROP_LANES) {
+			for (int64_t j = 0; j < DH; j++)
+				for (int64_t t = 0; t < T; t++)
+					for (int64_t p = 0; p < P; p++) {
+						double u = px_rng_uniform(&rng);
+						if (p < B)
+							m[(p * T + t) * DH + j] = u < thr ? 0 : keep;
+					}
+		} else {
+			for (int64_t i = 0; i < B * T * DH; i++)
+				m[i] = px_rng_uniform(&rng) < thr ? 0 : keep;
+		}
+	}
+}
+
+/* Frees what one forward allocated (not the carry, the tbptt constants or the options). */
+static void rec_forward_free(struct rec_state *st)
+{
+	double **p[] = {&st->hp, &st->cp, &st->h, &st->c, &st->gates, &st->hn, &st->layer_in,
+			&st->mask, &st->fin_h, &st->fin_c};
+	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+		free(*p[i]);
+		*p[i] = NULL;
+	}
+	free(st->argmax);
+	st->argmax = NULL;
+}
+
+static double *rec_zeros(int64_t n)
+{
+	double *p = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+	if (!p)
+		abort();
+	return p;
+}
+
+/* out [B][DH] = the readout of seq [B][T][DH] over each example's valid steps */
+static void rec_readout(struct ref_layer *L, struct rec_state *st, const struct r64 *x,
+			const struct r64 *seq, struct r64 *o)
+{
+	int64_t H = L->opt[1], DH = L->opt[3] * H, T = st->T;
+	for (int64_t b = 0; b < st->B; b++) {
+		int64_t n = r64_len(x, b);
+		for (int64_t j = 0; n > 0 && j < DH; j++) {
+			const double *s = seq->d + b * T * DH + j;
+			if (L->opt[4] == REF_LAST) {   /* forward at n-1, backward at 0 */
+				o->d[b * DH + j] = s[(j < H ? n - 1 : 0) * DH];
+			} else if (L->opt[4] == REF_MEAN) {
+				for (int64_t t = 0; t < n; t++)
+					o->d[b * DH + j] += s[t * DH] / (double)n;
+			} else {   /* max over the valid steps; the gap to the runner-up is the margin */
+				int64_t am = 0;
+				for (int64_t t = 1; t < n; t++)
+					if (s[t * DH] > s[am * DH])
+						am = t;
+				double second = -INFINITY;
+				for (int64_t t = 0; t < n; t++)
+					if (t != am)
+						second = fmax(second, s[t * DH]);
+				o->d[b * DH + j] = s[am * DH];
+				st->argmax[b * DH + j] = am;
+				if (n > 1 && st->o.margins)   /* one valid step: no runner-up */
+					st->o.margins->max_gap = fmin(st->o.margins->max_gap,
+								      s[am * DH] - second);
+			}
+		}
+	}
+}
 
 static void rec_fwd(struct ref_layer *L, int n_in, struct r64 *const *in, struct r64 **out)
 {
-	(void)n_in;
+	struct rec_state *st = L->cache;
 	const struct r64 *x = in[0];
+	const struct r64 *h0 = st->o.h0 && n_in > 1 ? in[1] : NULL;
+	const struct r64 *c0 = st->o.c0 && n_in > 2 ? in[2] : NULL;
 	int64_t kind = L->opt[0], H = L->opt[1], NL = L->opt[2], D = L->opt[3], G = gates_of(kind);
-	int64_t B = x->shape[0], T = x->shape[1], F = x->shape[2], DH = D * H;
-	if (L->cache_free)
-		L->cache_free(L);
-	free(L->cache);
-	struct rec_cache *cc = L->cache = calloc(1, sizeof *cc);
-	cc->B = B;
-	cc->T = T;
-	cc->F = F;
-	cc->width = F > DH ? F : DH;
-	size_t hs = (size_t)(NL * D * B * T * H);
-	cc->h = calloc(hs, sizeof(double));
-	cc->c = calloc(hs, sizeof(double));
-	cc->hn = calloc(hs, sizeof(double));
-	cc->gates = calloc(hs * (size_t)G, sizeof(double));
-	cc->layer_in = calloc((size_t)(NL * B * T * cc->width), sizeof(double));
-	double *zero = calloc((size_t)H, sizeof(double));
+	int64_t B = x->shape[0], T = x->shape[1], F = x->shape[2], DH = D * H, nl = NL * D;
+	bool record = st->o.tbptt > 0 && !st->bnd_ready;
+	rec_forward_free(st);
+	st->B = B;
+	st->T = T;
+	st->F = F;
+	st->width = F > DH ? F : DH;
+	int64_t W = st->width, hs = nl * B * T * H;
+	st->hp = rec_zeros(hs);
+	st->cp = rec_zeros(hs);
+	st->h = rec_zeros(hs);
+	st->c = rec_zeros(hs);
+	st->hn = rec_zeros(hs);
+	st->gates = rec_zeros(hs * G);
+	st->layer_in = rec_zeros(NL * B * T * W);
+	st->fin_h = rec_zeros(B * nl * H);
+	st->fin_c = rec_zeros(B * nl * H);
+	st->argmax = calloc((size_t)(B * DH), sizeof *st->argmax);
+	if (!st->argmax)
+		abort();
+	if (record) {
+		free(st->bnd_h);
+		free(st->bnd_c);
+		st->bnd_h = rec_zeros(nl * B * (T + 1) * H);
+		st->bnd_c = rec_zeros(nl * B * (T + 1) * H);
+		st->bnd_b = B;
+		st->bnd_t = T;
+	} else if (st->o.tbptt > 0 && (st->bnd_b != B || st->bnd_t != T)) {
+		fprintf(stderr, "ref_recurrent: tbptt constants of a [%lld,%lld] batch, now [%lld,%lld]"
+			" (commit between batches)\n", (long long)st->bnd_b, (long long)st->bnd_t,
+			(long long)B, (long long)T);
+		abort();
+	}
+	if (st->o.dropout > 0 && NL > 1) {
+		st->mask = rec_zeros((NL - 1) * B * T * DH);
+		rec_masks(st, NL, DH);
+	}
+	double *zero = rec_zeros(H);
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t t = 0; t < T; t++)
-			memcpy(cc->layer_in + (b * T + t) * cc->width, x->d + (b * T + t) * F,
+			memcpy(st->layer_in + (b * T + t) * W, x->d + (b * T + t) * F,
 			       (size_t)F * sizeof(double));
-	int64_t so[3] = {B, T, DH}, ss[3] = {B, NL * D, H};
+	int64_t so[3] = {B, T, DH}, ss[3] = {B, nl, H};
 	struct r64 *seq = r64_new(3, so), *state = r64_new(3, ss), *cell = r64_new(3, ss);
 	seq->lengths = x->lengths;
 	for (int64_t l = 0; l < NL; l++) {
 		int64_t in_w = l == 0 ? F : DH;
-		double *lin = cc->layer_in + l * B * T * cc->width;
+		double *lin = st->layer_in + l * B * T * W;
 		for (int64_t d = 0; d < D; d++)
 			for (int64_t b = 0; b < B; b++) {
-				int64_t n = r64_len(x, b);
-				const double *hp = zero, *cp = zero;
+				int64_t n = r64_len(x, b), ld = l * D + d, s0 = (b * nl + ld) * H;
+				bool carried = st->o.stateful && st->carry_b == B;
+				const double *hp = h0 ? h0->d + s0 : carried ? st->carry_h + s0 : zero;
+				const double *cp = c0 ? c0->d + s0 : carried ? st->carry_c + s0 : zero;
 				for (int64_t k = 0; k < n; k++) {
 					int64_t t = d ? n - 1 - k : k;
-					size_t at = (size_t)RC_IDX(cc, l, D, d, b, t, H);
-					cell_step(L, l * D + d, lin + (b * T + t) * cc->width, in_w, hp, cp,
-						  cc->h + at, cc->c + at, cc->gates + at * (size_t)G,
-						  cc->hn + at);
-					hp = cc->h + at;
-					cp = cc->c + at;
+					size_t at = (size_t)RC_IDX(st, l, D, d, b, t, H);
+					if (rec_cut_into(st, d, n, t))
+						rec_bound(st, record, ld, b, t, H, &hp, &cp);
+					memcpy(st->hp + at, hp, (size_t)H * sizeof(double));
+					memcpy(st->cp + at, cp, (size_t)H * sizeof(double));
+					cell_step(L, ld, lin + (b * T + t) * W, in_w, hp, cp, st->h + at,
+						  st->c + at, st->gates + at * (size_t)G, st->hn + at);
+					hp = st->h + at;
+					cp = st->c + at;
 				}
-				memcpy(state->d + (b * NL * D + l * D + d) * H, hp, (size_t)H * sizeof(double));
-				memcpy(cell->d + (b * NL * D + l * D + d) * H, cp, (size_t)H * sizeof(double));
+				if (rec_cut_final(st, d, n))
+					rec_bound(st, record, ld, b, T, H, &hp, &cp);
+				memcpy(st->fin_h + s0, hp, (size_t)H * sizeof(double));
+				memcpy(st->fin_c + s0, cp, (size_t)H * sizeof(double));
 			}
-		/* this layer's outputs: the next layer's input, or seq */
+		/* this layer's outputs: the next layer's input (times the dropout mask), or seq */
 		for (int64_t b = 0; b < B; b++)
 			for (int64_t t = 0; t < r64_len(x, b); t++)
-				for (int64_t d = 0; d < D; d++) {
-					const double *h = cc->h + RC_IDX(cc, l, D, d, b, t, H);
-					if (l + 1 < NL)
-						memcpy(cc->layer_in + ((l + 1) * B * T + b * T + t) * cc->width + d * H,
-						       h, (size_t)H * sizeof(double));
-					else
-						memcpy(seq->d + (b * T + t) * DH + d * H, h, (size_t)H * sizeof(double));
-				}
+				for (int64_t d = 0; d < D; d++)
+					for (int64_t j = 0; j < H; j++) {
+						double h = st->h[RC_IDX(st, l, D, d, b, t, H) + j];
+						int64_t e = (b * T + t) * DH + d * H + j;
+						if (l + 1 == NL)
+							seq->d[e] = h;
+						else
+							st->layer_in[((l + 1) * B * T + b * T + t) * W + d * H + j] =
+								h * (st->mask ? st->mask[l * B * T * DH + e] : 1);
+					}
 	}
+	memcpy(state->d, st->fin_h, (size_t)(B * nl * H) * sizeof(double));
+	memcpy(cell->d, st->fin_c, (size_t)(B * nl * H) * sizeof(double));
 	struct r64 *o;
 	if (L->opt[4] == REF_SEQUENCE) {
 		o = r64_like(seq);
@@ -695,17 +898,7 @@ static void rec_fwd(struct ref_layer *L, int n_in, struct r64 *const *in, struct
 	} else {
 		int64_t s2[2] = {B, DH};
 		o = r64_new(2, s2);
-		for (int64_t b = 0; b < B; b++) {
-			int64_t n = r64_len(x, b);
-			for (int64_t j = 0; n > 0 && j < DH; j++) {
-				if (L->opt[4] == REF_LAST) {   /* forward at n-1, backward at 0 */
-					o->d[b * DH + j] = seq->d[(b * T + (j < H ? n - 1 : 0)) * DH + j];
-				} else {
-					for (int64_t t = 0; t < n; t++)
-						o->d[b * DH + j] += seq->d[(b * T + t) * DH + j] / (double)n;
-				}
-			}
-		}
+		rec_readout(L, st, x, seq, o);
 	}
 	out[0] = o;
 	out[1] = seq;
@@ -714,70 +907,81 @@ static void rec_fwd(struct ref_layer *L, int n_in, struct r64 *const *in, struct
 		out[3] = cell;
 	else
 		r64_free(cell);
+	st->bnd_ready = st->o.tbptt > 0;
 	free(zero);
 }
 
 static void rec_bwd(struct ref_layer *L, int n_in, struct r64 *const *in, struct r64 *const *out,
 		    struct r64 *const *d_out, struct r64 **d_in)
 {
-	(void)n_in;
 	(void)out;
 	const struct r64 *x = in[0];
-	struct rec_cache *cc = L->cache;
+	struct rec_state *st = L->cache;
 	int64_t kind = L->opt[0], H = L->opt[1], NL = L->opt[2], D = L->opt[3], G = gates_of(kind);
-	int64_t B = cc->B, T = cc->T, F = cc->F, DH = D * H, W = cc->width;
+	int64_t B = st->B, T = st->T, F = st->F, DH = D * H, W = st->width, nl = NL * D;
+	struct r64 *d_h0 = st->o.h0 && n_in > 1 ? d_in[1] : NULL;
+	struct r64 *d_c0 = st->o.c0 && n_in > 2 ? d_in[2] : NULL;
 	/* d of every layer's outputs h_t [B][T][DH] (top: from out and seq) */
-	double *dseq = calloc((size_t)(B * T * DH), sizeof(double));
-	double *dlin = calloc((size_t)(B * T * W), sizeof(double));
+	double *dseq = rec_zeros(B * T * DH), *dlin = rec_zeros(B * T * W);
 	for (int64_t b = 0; b < B; b++) {
 		int64_t n = r64_len(x, b);
 		for (int64_t t = 0; t < n; t++)
 			for (int64_t j = 0; j < DH; j++) {
+				const struct r64 *go = d_out[0];
+				int64_t ro = L->opt[4];
 				double g = d_out[1] ? d_out[1]->d[(b * T + t) * DH + j] : 0;
-				if (d_out[0] && L->opt[4] == REF_SEQUENCE)
-					g += d_out[0]->d[(b * T + t) * DH + j];
-				else if (d_out[0] && L->opt[4] == REF_MEAN)
-					g += d_out[0]->d[b * DH + j] / (double)n;
-				else if (d_out[0] && t == (j < H ? n - 1 : 0))
-					g += d_out[0]->d[b * DH + j];
+				if (go && ro == REF_SEQUENCE)
+					g += go->d[(b * T + t) * DH + j];
+				else if (go && ro == REF_MEAN)
+					g += go->d[b * DH + j] / (double)n;
+				else if (go && ro == REF_MAX && t == st->argmax[b * DH + j])
+					g += go->d[b * DH + j];
+				else if (go && ro == REF_LAST && t == (j < H ? n - 1 : 0))
+					g += go->d[b * DH + j];
 				dseq[(b * T + t) * DH + j] = g;
 			}
 	}
-	double *dh = calloc((size_t)H, sizeof(double)), *dc = calloc((size_t)H, sizeof(double));
-	double *dhp = calloc((size_t)H, sizeof(double)), *dcp = calloc((size_t)H, sizeof(double));
-	double *zero = calloc((size_t)H, sizeof(double));
+	double *dh = rec_zeros(H), *dc = rec_zeros(H), *dhp = rec_zeros(H), *dcp = rec_zeros(H);
 	for (int64_t l = NL - 1; l >= 0; l--) {
 		int64_t in_w = l == 0 ? F : DH;
-		double *lin = cc->layer_in + l * B * T * W;
+		double *lin = st->layer_in + l * B * T * W;
 		memset(dlin, 0, (size_t)(B * T * W) * sizeof(double));
 		for (int64_t d = 0; d < D; d++)
 			for (int64_t b = 0; b < B; b++) {
-				int64_t n = r64_len(x, b), sidx = (b * NL * D + l * D + d) * H;
+				int64_t n = r64_len(x, b), ld = l * D + d, s0 = (b * nl + ld) * H;
+				bool fin_cut = rec_cut_final(st, d, n);
 				for (int64_t j = 0; j < H; j++) {   /* from state (h_n) and cell (c_n) */
-					dh[j] = d_out[2] ? d_out[2]->d[sidx + j] : 0;
-					dc[j] = kind == REF_LSTM && d_out[3] ? d_out[3]->d[sidx + j] : 0;
+					dh[j] = d_out[2] && !fin_cut ? d_out[2]->d[s0 + j] : 0;
+					dc[j] = kind == REF_LSTM && d_out[3] && !fin_cut ? d_out[3]->d[s0 + j] : 0;
 				}
 				for (int64_t k = n - 1; k >= 0; k--) {
 					int64_t t = d ? n - 1 - k : k;
-					int64_t tp = d ? t + 1 : t - 1;   /* the step processed before */
-					size_t at = (size_t)RC_IDX(cc, l, D, d, b, t, H);
-					const double *hp = k ? cc->h + RC_IDX(cc, l, D, d, b, tp, H) : zero;
-					const double *cp = k ? cc->c + RC_IDX(cc, l, D, d, b, tp, H) : zero;
+					size_t at = (size_t)RC_IDX(st, l, D, d, b, t, H);
 					for (int64_t j = 0; j < H; j++)
 						dh[j] += dseq[(b * T + t) * DH + d * H + j];
 					memset(dhp, 0, (size_t)H * sizeof(double));
 					memset(dcp, 0, (size_t)H * sizeof(double));
-					cell_step_bwd(L, l * D + d, lin + (b * T + t) * W, in_w, hp, cp,
-						      cc->c + at, cc->gates + at * (size_t)G, cc->hn + at, dh, dc,
+					cell_step_bwd(L, ld, lin + (b * T + t) * W, in_w, st->hp + at, st->cp + at,
+						      st->c + at, st->gates + at * (size_t)G, st->hn + at, dh, dc,
 						      dlin + (b * T + t) * W, dhp, dcp);
-					memcpy(dh, dhp, (size_t)H * sizeof(double));
-					memcpy(dc, dcp, (size_t)H * sizeof(double));
+					bool cut = rec_cut_into(st, d, n, t);   /* a constant: no gradient */
+					for (int64_t j = 0; j < H; j++) {
+						dh[j] = cut ? 0 : dhp[j];
+						dc[j] = cut ? 0 : dcp[j];
+					}
+				}
+				for (int64_t j = 0; j < H; j++) {   /* what is left: the initial state's */
+					if (d_h0)
+						d_h0->d[s0 + j] += dh[j];
+					if (d_c0)
+						d_c0->d[s0 + j] += dc[j];
 				}
 			}
-		if (l > 0) {   /* the layer below's outputs get dlin */
+		if (l > 0)   /* the layer below's outputs get dlin, through the dropout mask */
 			for (int64_t i = 0; i < B * T; i++)
-				memcpy(dseq + i * DH, dlin + i * W, (size_t)DH * sizeof(double));
-		}
+				for (int64_t j = 0; j < DH; j++)
+					dseq[i * DH + j] = dlin[i * W + j] *
+							   (st->mask ? st->mask[(l - 1) * B * T * DH + i * DH + j] : 1);
 	}
 	if (d_in[0])
 		for (int64_t i = 0; i < B * T; i++)
@@ -789,25 +993,50 @@ static void rec_bwd(struct ref_layer *L, int n_in, struct r64 *const *in, struct
 	free(dc);
 	free(dhp);
 	free(dcp);
-	free(zero);
+}
+
+/* The last forward's final states become the next forward's initial states (stateful), and
+ * the next forward the point whose boundary states tbptt keeps; the margins start afresh. */
+static void rec_commit(struct ref_layer *L)
+{
+	struct rec_state *st = L->cache;
+	if (st->o.stateful && st->fin_h) {
+		int64_t n = st->B * L->opt[2] * L->opt[3] * L->opt[1];
+		free(st->carry_h);
+		free(st->carry_c);
+		st->carry_h = rec_zeros(n);
+		st->carry_c = rec_zeros(n);
+		memcpy(st->carry_h, st->fin_h, (size_t)n * sizeof(double));
+		memcpy(st->carry_c, st->fin_c, (size_t)n * sizeof(double));
+		st->carry_b = st->B;
+	}
+	st->bnd_ready = false;
+	if (st->o.margins)
+		*st->o.margins = (struct ref_rec_margins){INFINITY, INFINITY};
 }
 
 static void rec_cache_free(struct ref_layer *L)
 {
-	struct rec_cache *cc = L->cache;
-	if (cc) {
-		free(cc->h);
-		free(cc->c);
-		free(cc->hn);
-		free(cc->gates);
-		free(cc->layer_in);
-		memset(cc, 0, sizeof *cc);
+	struct rec_state *st = L->cache;
+	if (st) {
+		rec_forward_free(st);
+		free(st->carry_h);
+		free(st->carry_c);
+		free(st->bnd_h);
+		free(st->bnd_c);
+		memset(st, 0, sizeof *st);
 	}
 }
 
-void ref_recurrent(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden, int64_t layers,
-		   bool bidirectional, enum ref_readout readout, bool gru_reset_after)
+void ref_recurrent_opts(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden,
+			int64_t layers, bool bidirectional, enum ref_readout readout,
+			bool gru_reset_after, const struct ref_rec_opts *o)
 {
+	struct rec_state *st = calloc(1, sizeof *st);
+	if (!st)
+		abort();
+	if (o)
+		st->o = *o;
 	l->kind = kind == REF_LSTM ? "lstm" : kind == REF_GRU ? "gru" : "rnn";
 	l->n_out = kind == REF_LSTM ? 4 : 3;
 	l->opt[0] = kind;
@@ -818,7 +1047,17 @@ void ref_recurrent(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden, 
 	l->opt[5] = gru_reset_after;
 	l->forward = rec_fwd;
 	l->backward = rec_bwd;
+	l->commit = rec_commit;
+	l->cache = st;
 	l->cache_free = rec_cache_free;
+	if (st->o.margins)
+		*st->o.margins = (struct ref_rec_margins){INFINITY, INFINITY};
+}
+
+void ref_recurrent(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden, int64_t layers,
+		   bool bidirectional, enum ref_readout readout, bool gru_reset_after)
+{
+	ref_recurrent_opts(l, kind, hidden, layers, bidirectional, readout, gru_reset_after, NULL);
 }
 
 /* ------------------------------------------------------------------ losses */

@@ -43,6 +43,10 @@ struct ref_layer {
 			 struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in);
 	void *cache;       /* forward state kept for backward (freed by ref_layer_free) */
 	void (*cache_free)(struct ref_layer *l);   /* frees what cache points to; may be NULL */
+	/* Between batches (may be NULL): a stateful layer keeps the last forward's final states
+	 * as the next forward's initial states (constants), and the next forward is the new
+	 * point of reference (see ref_recurrent_opts). */
+	void (*commit)(struct ref_layer *l);
 };
 void ref_layer_free(struct ref_layer *l);
 
@@ -57,12 +61,40 @@ void ref_embedding(struct ref_layer *l, int64_t padding_idx);
 void ref_concat(struct ref_layer *l);
 void ref_add(struct ref_layer *l);
 
-/* Recurrent layers (plugins rnn, lstm, gru): PyTorch's equations, gate orders and h_n layout,
- * ragged batches as packed sequences; outputs out, seq, state (, cell). */
-enum ref_rec_kind { REF_RNN_TANH, REF_LSTM, REF_GRU };
-enum ref_readout { REF_SEQUENCE, REF_LAST, REF_MEAN };
+/* Recurrent layers (plugins rnn, lstm, lstm_ref, gru): PyTorch's equations, gate orders and
+ * h_n layout, ragged batches as packed sequences; outputs out, seq, state (, cell). REF_MAX:
+ * the elementwise max over the valid steps (the gradient to the step that holds it). */
+enum ref_rec_kind { REF_RNN_TANH, REF_LSTM, REF_GRU, REF_RNN_RELU };
+enum ref_readout { REF_SEQUENCE, REF_LAST, REF_MEAN, REF_MAX };
 void ref_recurrent(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden, int64_t layers,
 		   bool bidirectional, enum ref_readout readout, bool gru_reset_after);
+
+/* The kernels' orders of drawing the dropout masks between layers (see ref64.c):
+ * plugins/common/recurrent.c over its feature-major layout with the batch padded to 16 lanes,
+ * plugins/lstm_ref over [B][T][D*H]. */
+enum ref_drop_order { REF_DROP_LANES, REF_DROP_BATCH_FIRST };
+
+/* Distances from the kinks, the smallest over every forward since the constructor or the last
+ * commit (the checked point and every finite-difference point); INFINITY: none met. relu: the
+ * smallest |pre-activation| of a relu at a valid step; max_gap: the smallest gap between the
+ * max readout's winner and its runner-up (examples with at least 2 valid steps). */
+struct ref_rec_margins {
+	double relu, max_gap;
+};
+
+struct ref_rec_opts {
+	bool h0, c0;         /* inputs in[1] = h0, in[2] = c0 (lstm): [B, layers*dirs, H] */
+	bool stateful;       /* no h0/c0: start from the states kept by commit (constants) */
+	int64_t tbptt;       /* K > 0: the states crossing steps K, 2K, ... are constants: their
+			      * values in the first forward after the constructor or commit */
+	double dropout;      /* p > 0: inverted dropout between layers (training mode) */
+	enum ref_drop_order drop_order;
+	uint64_t seed;       /* dropout: draws from px_rng_seed_label(seed, "forward") */
+	struct ref_rec_margins *margins;   /* borrowed, may be NULL: filled by every forward */
+};
+void ref_recurrent_opts(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden,
+			int64_t layers, bool bidirectional, enum ref_readout readout,
+			bool gru_reset_after, const struct ref_rec_opts *o);
 
 /* Image layers (plugin conv), on [B,C,H,W]: PyTorch's Conv2d / ConvTranspose2d (weight
  * [out, in/groups, kh, kw] / [in, out/groups, kh, kw], bias [out]), MaxPool2d (out, indices

@@ -140,6 +140,7 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		return -1;
 	}
 	const struct px_tensor *d_out[8];
+	const unsigned no_project = o->no_project;
 	for (int k = 0; k < n_out; k++) {
 		const struct px_tensor *o = px_layer_inst_out(li, k);
 		if (px_tensor_numel(o) != r64_numel(rout[k])) {
@@ -151,6 +152,10 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		struct px_tensor *wf = px_layer_inst_tensor(li, o->ndim, o->shape);
 		px_rng_fill_uniform(&rng, wf->data, px_tensor_numel(wf), -1, 1);
 		d_out[k] = wf;
+		if (no_project & (1u << k)) {   /* left out of L */
+			memset(wf->data, 0, (size_t)px_tensor_numel(wf) * sizeof(float));
+			d_out[k] = NULL;
+		}
 		w[k] = r64_from(wf);
 	}
 

@@ -37,6 +37,9 @@ struct check64_opts {
 	 * the kernel's forward and the reference's (in the same mode), then ref->commit (when
 	 * set): a stateful layer carries its final states into the checked batch. */
 	const struct px_tensor *const *prelude;
+	/* bit k set: output k is left out of L (w_k = 0; the kernel's d_out[k] is NULL, unused),
+	 * e.g. an output of integer ids; its forward is still compared */
+	unsigned no_project;
 };
 
 /* in[i]: float32 inputs (caller-owned, lengths honoured); no_grad[i] (NULL: none) marks id

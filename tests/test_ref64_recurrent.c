@@ -1,7 +1,7 @@
 /* The recurrent plugins' layers (rnn, lstm, lstm_ref, gru) against the float64 reference
  * (tests/ref64): PyTorch's equations written out per element in double, run over 5 steps with
- * ragged lengths {5, 3, 1} (padded steps hold garbage), with every output (out, seq, state,
- * cell) projected. The reference's gradients by central differences in double (eps 1e-6,
+ * ragged lengths {5, 3, 1}, or {4, 0, 2} (an empty example) (padded steps hold garbage), with
+ * every output (out, seq, state, cell) projected. The reference's gradients by central differences in double (eps 1e-6,
  * |a-n| <= 1e-5 + 1e-3|n| for every input and parameter element) and the float32 kernels
  * against the reference (normalised MSE <= 1e-7, forward and backward).
  *
@@ -9,7 +9,7 @@
  * nonlinearity tanh and relu; gru with reset_after true and false; lstm's forget_bias; the
  * initial states h0 (and c0) as inputs, their gradients checked; stateful (a prelude batch of
  * other lengths runs first, and its final states are the checked batch's initial states:
- * constants); tbptt K (K = 2 and 3, not dividing T = 5; the reference computes the function
+ * constants); tbptt K (K = 1, 2 and 3, none dividing T = 5; the reference computes the function
  * whose states crossing steps K, 2K, ... are constants, so its finite differences check the
  * truncated gradient itself); inter-layer dropout in training mode (the reference draws the
  * kernel's masks from the same generator in the kernel's order); and the lstm_ref plugin on
@@ -38,6 +38,7 @@
 
 static const int32_t lens[3] = {5, 3, 1};
 static const int32_t prelude_lens[3] = {2, 5, 4};   /* the stateful batch before */
+static const int32_t lens0[3] = {4, 0, 2};          /* an empty example */
 
 /* One configuration: the kernel's options are built from the same fields as the reference. */
 struct rec_cfg {
@@ -51,6 +52,7 @@ struct rec_cfg {
 	int64_t tbptt;
 	double dropout;        /* > 0: training mode */
 	const char *extra;     /* more kernel options that the reference does not need */
+	const int32_t *lengths;   /* NULL: lens */
 };
 
 static const char *const readout_names[] = {"sequence", "last", "mean", "max"};
@@ -88,7 +90,10 @@ static int64_t expect_rec(const char *plugin, const char *kind, const struct rec
 	if (c->dropout > 0)
 		nn += (size_t)snprintf(name + nn, sizeof name - nn, " dropout %g", c->dropout);
 	if (c->extra)
-		snprintf(name + nn, sizeof name - nn, " %s", c->extra);
+		nn += (size_t)snprintf(name + nn, sizeof name - nn, " %s", c->extra);
+	if (c->lengths)
+		snprintf(name + nn, sizeof name - nn, " len {%d,%d,%d}", c->lengths[0], c->lengths[1],
+			 c->lengths[2]);
 
 	struct ref_rec_margins m;
 	struct ref_rec_opts ro = {
@@ -102,7 +107,7 @@ static int64_t expect_rec(const char *plugin, const char *kind, const struct rec
 
 	struct px_arena *a = px_arena_new(1 << 16);
 	struct px_tensor *in[3] = {uniform(a, 3, 5, 3, 11)};
-	in[0]->lengths = lens;
+	in[0]->lengths = c->lengths ? c->lengths : lens;
 	for (int s = 0; s < c->states; s++)
 		in[1 + s] = uniform(a, 3, nl, c->hidden, 12 + (uint64_t)s);
 	struct px_tensor *pre = uniform(a, 3, 5, 3, 21);
@@ -126,8 +131,8 @@ static int64_t expect_rec(const char *plugin, const char *kind, const struct rec
 			      m.relu);
 	}
 	if (c->readout == REF_MAX) {
-		printf("    max readout: smallest gap winner - runner-up %.2e (length-1 example: none)\n",
-		       m.max_gap);
+		printf("    max readout: smallest gap winner - runner-up %.2e (none in an example with "
+		       "< 2 valid steps)\n", m.max_gap);
 		ck_assert_msg(isfinite(m.max_gap), "%s: no max readout gap recorded", name);
 		ck_assert_msg(m.max_gap >= REC_MARGIN, "%s: max readout winner %g from its runner-up",
 			      name, m.max_gap);
@@ -178,6 +183,8 @@ START_TEST(test_rnn_options_match_float64_reference)
 		{.kind = REF_RNN_TANH, .hidden = 4, .layers = 1, .readout = REF_MEAN, .stateful = true,
 		 .tbptt = 3},
 		{.kind = REF_RNN_TANH, .hidden = 3, .layers = 2, .bidir = true, .dropout = 0.25},
+		{.kind = REF_RNN_TANH, .hidden = 3, .layers = 1, .bidir = true, .readout = REF_MAX,
+		 .states = 1, .tbptt = 1, .lengths = lens0},
 	};
 	expect_all("rnn", "rnn", c, N_OF(c));
 }
@@ -202,6 +209,10 @@ static const struct rec_cfg lstm_cfgs[] = {
 	{.kind = REF_LSTM, .hidden = 3, .layers = 2, .bidir = true, .dropout = 0.25},
 	{.kind = REF_LSTM, .hidden = 3, .layers = 2, .readout = REF_MEAN, .stateful = true,
 	 .tbptt = 3, .dropout = 0.25},
+	{.kind = REF_LSTM, .hidden = 3, .layers = 1, .bidir = true, .readout = REF_LAST,
+	 .states = 2, .tbptt = 2, .lengths = lens0},
+	{.kind = REF_LSTM, .hidden = 3, .layers = 1, .bidir = true, .readout = REF_MEAN,
+	 .stateful = true, .lengths = lens0},
 };
 
 START_TEST(test_lstm_matches_float64_reference_over_ragged_steps)
@@ -236,6 +247,8 @@ START_TEST(test_gru_matches_float64_reference_over_ragged_steps)
 		{.kind = REF_GRU, .hidden = 3, .layers = 2, .bidir = true, .dropout = 0.25},
 		{.kind = REF_GRU, .hidden = 3, .layers = 2, .bidir = true, .readout = REF_MEAN,
 		 .dropout = 0.25, .tbptt = 2, .reset_before = true},
+		{.kind = REF_GRU, .hidden = 3, .layers = 1, .bidir = true, .readout = REF_MAX,
+		 .states = 1, .tbptt = 1, .reset_before = true, .lengths = lens0},
 	};
 	expect_all("gru", "gru", c, N_OF(c));
 }

@@ -1,9 +1,10 @@
 /* The recurrent plugins' layers (rnn, lstm, lstm_ref, gru) against the float64 reference
  * (tests/ref64): PyTorch's equations written out per element in double, run over 5 steps with
- * ragged lengths {5, 3, 1}, or {4, 0, 2} (an empty example) (padded steps hold garbage), with
- * every output (out, seq, state, cell) projected. The reference's gradients by central differences in double (eps 1e-6,
- * |a-n| <= 1e-5 + 1e-3|n| for every input and parameter element) and the float32 kernels
- * against the reference (normalised MSE <= 1e-7, forward and backward).
+ * ragged lengths {5, 3, 1} or {4, 0, 2} (an empty example; padded steps hold garbage), with
+ * every output (out, seq, state, cell) projected. The reference's gradients by central
+ * differences in double (eps 1e-6, |a-n| <= 1e-5 + 1e-3|n| for every input and parameter
+ * element) and the float32 kernels against the reference (normalised MSE <= 1e-7, forward and
+ * backward).
  *
  * Covered: stacked and bidirectional layers; the readouts sequence, last, mean and max; rnn's
  * nonlinearity tanh and relu; gru with reset_after true and false; lstm's forget_bias; the
@@ -18,7 +19,7 @@
  * Kinks, and how they are avoided: relu at pre-activation 0, and the max readout where the
  * winning step ties with the runner-up. The reference records the smallest |pre-activation| of
  * every relu at a valid step and the smallest gap between the max and the runner-up (over
- * examples with >= 2 valid steps: one of length 1 has no runner-up), over the checked point
+ * examples with >= 2 valid steps: one of length 0 or 1 has no runner-up), over the checked point
  * and every finite-difference point; the test asserts both are at least REC_MARGIN, 1000 times
  * the finite-difference step, and prints them. The inputs are fixed (seed 11, U(-1, 1)) and
  * the parameters are the kernels' initialisation from CHECK64_SEED, so the margins are the

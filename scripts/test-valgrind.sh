@@ -25,7 +25,7 @@ ninja -C "$builddir"
 # their kernels from CPUID, which valgrind reports without AVX-512)
 export OPENBLAS_CORETYPE=Haswell
 export CK_FORK=no
-export PLEXUS_SKIP_SLOW_TESTS=1   # the quickstart training run (test_cli) takes hours under valgrind
+export PLEXUS_TEST_SMOKE=1   # training runs of the example pipelines: 3 steps (hours otherwise)
 wrapper="valgrind --quiet --error-exitcode=86 --leak-check=full --errors-for-leak-kinds=definite"
 wrapper+=" --show-leak-kinds=definite --trace-children=yes --child-silent-after-fork=yes"
 wrapper+=" --trace-children-skip=*/sh,*/bash,*/python3*"

@@ -63,6 +63,32 @@ static void fd_one(struct ref_layer *ref, int n_in, struct r64 *const *in, struc
 	res->fd_max_rel = fmax(res->fd_max_rel, rel);
 }
 
+/* fd_one on every element of x[0..n) (analytic gradient a), or on `max` of them (> 0) drawn
+ * from `pick` without replacement (a partial Fisher-Yates shuffle of the indices) */
+static void fd_tensor(struct ref_layer *ref, int n_in, struct r64 *const *in,
+		      struct r64 *const *w, double *x, const double *a, int64_t n,
+		      const char *what, int max, struct px_rng *pick, struct check64_result *res)
+{
+	if (max <= 0 || n <= max) {
+		for (int64_t e = 0; e < n; e++)
+			fd_one(ref, n_in, in, w, &x[e], a[e], what, e, res);
+		return;
+	}
+	int64_t *idx = malloc((size_t)n * sizeof *idx);
+	if (!idx)
+		abort();
+	for (int64_t e = 0; e < n; e++)
+		idx[e] = e;
+	for (int64_t k = 0; k < max; k++) {
+		int64_t j = k + (int64_t)px_rng_below(pick, (uint64_t)(n - k)), e = idx[j];
+		idx[j] = idx[k];
+		idx[k] = e;
+		fd_one(ref, n_in, in, w, &x[e], a[e], what, e, res);
+	}
+	res->fd_skipped += n - max;
+	free(idx);
+}
+
 /* o->prelude through the kernel and the reference, then ref->commit */
 static int run_prelude(const char *name, struct px_layer_inst *li, struct ref_layer *ref,
 		       int n_in, const struct check64_opts *o)
@@ -192,22 +218,29 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 	}
 
 	/* the reference's gradient by central differences in double */
+	struct px_rng pick;   /* the subsets of max_fd_per_tensor */
+	px_rng_seed_label(&pick, CHECK64_SEED, "fd subset");
 	for (int i = 0; i < n_in; i++) {
 		if (!rdin[i])
 			continue;
 		char what[32];
 		snprintf(what, sizeof what, "input %d", i);
-		for (int64_t e = 0; e < r64_numel(din[i]); e++)
-			fd_one(ref, n_in, din, w, &din[i]->d[e], rdin[i]->d[e], what, e, res);
+		fd_tensor(ref, n_in, din, w, din[i]->d, rdin[i]->d, r64_numel(din[i]), what,
+			  o->max_fd_per_tensor, &pick, res);
 	}
 	for (int k = 0; k < np; k++)   /* trainable ones: buffers are constants of the layer */
-		for (int64_t e = 0; px_layer_inst_param(li, k)->grad && e < r64_numel(ref->param[k]); e++)
-			fd_one(ref, n_in, din, w, &ref->param[k]->d[e], ref->grad[k]->d[e],
-			       px_layer_inst_param(li, k)->name, e, res);
+		if (px_layer_inst_param(li, k)->grad)
+			fd_tensor(ref, n_in, din, w, ref->param[k]->d, ref->grad[k]->d,
+				  r64_numel(ref->param[k]), px_layer_inst_param(li, k)->name,
+				  o->max_fd_per_tensor, &pick, res);
 
 	printf("%-34s fwd nMSE %8.1e  bwd nMSE %8.1e  FD64 %5lld checked, max |a-n| %.1e, "
-	       "max rel %.1e\n", name, res->fwd_nmse, res->bwd_nmse, (long long)res->fd_checked,
+	       "max rel %.1e", name, res->fwd_nmse, res->bwd_nmse, (long long)res->fd_checked,
 	       res->fd_max_abs, res->fd_max_rel);
+	if (res->fd_skipped)
+		printf(" (at most %d per tensor: %lld left out)", o->max_fd_per_tensor,
+		       (long long)res->fd_skipped);
+	printf("\n");
 	for (int i = 0; i < n_in; i++) {
 		r64_free(din[i]);
 		r64_free(rdin[i]);

@@ -26,6 +26,7 @@ struct check64_result {
 	double bwd_nmse;          /* worst over input and parameter gradients */
 	char bwd_worst[64];       /* which gradient */
 	int64_t fd_checked, fd_failed;
+	int64_t fd_skipped;       /* elements left out by max_fd_per_tensor */
 	double fd_max_abs, fd_max_rel;
 	char fd_worst[96];
 };
@@ -40,6 +41,10 @@ struct check64_opts {
 	/* bit k set: output k is left out of L (w_k = 0; the kernel's d_out[k] is NULL, unused),
 	 * e.g. an output of integer ids; its forward is still compared */
 	unsigned no_project;
+	/* > 0: central differences of at most this many elements of each input and parameter
+	 * tensor, a fixed random subset (the same on every run); 0: every element. The nMSE
+	 * comparisons of step 2 always cover every element. */
+	int max_fd_per_tensor;
 };
 
 /* in[i]: float32 inputs (caller-owned, lengths honoured); no_grad[i] (NULL: none) marks id

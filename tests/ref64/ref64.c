@@ -1060,6 +1060,82 @@ void ref_recurrent(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden, 
 	ref_recurrent_opts(l, kind, hidden, layers, bidirectional, readout, gru_reset_after, NULL);
 }
 
+/* The cell on its own: one step of cell_step for every example. s_prev and s_next are
+ * [S][B][H] (h, then c for lstm), as struct px_cell_ops keeps them; backward runs the step
+ * again for its gates, then cell_step_bwd. */
+static void rcell_fwd(struct ref_layer *L, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0], *s = in[1];
+	int64_t H = L->opt[1], G = gates_of(L->opt[0]), B = x->shape[0], F = x->shape[1];
+	int64_t S = s->shape[0], BH = B * H;
+	struct r64 *o = r64_like(s);
+	double *gates = rec_zeros(G * H), *hn = rec_zeros(H), *c = rec_zeros(H), *zero = rec_zeros(H);
+	for (int64_t b = 0; b < B; b++)
+		cell_step(L, 0, x->d + b * F, F, s->d + b * H, S > 1 ? s->d + BH + b * H : zero,
+			  o->d + b * H, S > 1 ? o->d + BH + b * H : c, gates, hn);
+	out[0] = o;
+	free(gates);
+	free(hn);
+	free(c);
+	free(zero);
+}
+
+static void rcell_bwd(struct ref_layer *L, int n_in, struct r64 *const *in,
+		      struct r64 *const *out, struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	(void)out;
+	const struct r64 *x = in[0], *s = in[1];
+	int64_t H = L->opt[1], G = gates_of(L->opt[0]), B = x->shape[0], F = x->shape[1];
+	int64_t S = s->shape[0], BH = B * H;
+	double *gates = rec_zeros(G * H), *hn = rec_zeros(H), *h = rec_zeros(H), *c = rec_zeros(H);
+	double *zero = rec_zeros(H), *dh = rec_zeros(H), *dc = rec_zeros(H);
+	double *dhp = rec_zeros(H), *dcp = rec_zeros(H);
+	for (int64_t b = 0; b < B; b++) {
+		const double *cp = S > 1 ? s->d + BH + b * H : zero;
+		cell_step(L, 0, x->d + b * F, F, s->d + b * H, cp, h, c, gates, hn);
+		for (int64_t j = 0; j < H; j++) {
+			dh[j] = d_out[0] ? d_out[0]->d[b * H + j] : 0;
+			dc[j] = d_out[0] && S > 1 ? d_out[0]->d[BH + b * H + j] : 0;
+		}
+		memset(dhp, 0, (size_t)H * sizeof(double));
+		memset(dcp, 0, (size_t)H * sizeof(double));
+		cell_step_bwd(L, 0, x->d + b * F, F, s->d + b * H, cp, c, gates, hn, dh, dc,
+			      d_in[0] ? d_in[0]->d + b * F : NULL, dhp, dcp);
+		for (int64_t j = 0; d_in[1] && j < H; j++) {
+			d_in[1]->d[b * H + j] += dhp[j];
+			if (S > 1)
+				d_in[1]->d[BH + b * H + j] += dcp[j];
+		}
+	}
+	double *p[] = {gates, hn, h, c, zero, dh, dc, dhp, dcp};
+	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+		free(p[i]);
+}
+
+void ref_rec_cell(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden,
+		  bool gru_reset_after, struct ref_rec_margins *margins)
+{
+	struct rec_state *st = calloc(1, sizeof *st);
+	if (!st)
+		abort();
+	st->o.margins = margins;
+	if (margins)
+		*margins = (struct ref_rec_margins){INFINITY, INFINITY};
+	l->kind = kind == REF_LSTM ? "lstm cell" : kind == REF_GRU ? "gru cell" : "rnn cell";
+	l->n_out = 1;
+	l->opt[0] = kind;
+	l->opt[1] = hidden;
+	l->opt[2] = 1;
+	l->opt[3] = 1;
+	l->opt[5] = gru_reset_after;
+	l->forward = rcell_fwd;
+	l->backward = rcell_bwd;
+	l->cache = st;
+	l->cache_free = rec_cache_free;
+}
+
 /* ------------------------------------------------------------------ losses */
 /* items of a [B,T,...] tensor: valid steps only */
 static bool item_valid(const struct r64 *pred, const struct r64 *target, int64_t i)

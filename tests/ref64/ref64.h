@@ -96,6 +96,14 @@ void ref_recurrent_opts(struct ref_layer *l, enum ref_rec_kind kind, int64_t hid
 			int64_t layers, bool bidirectional, enum ref_readout readout,
 			bool gru_reset_after, const struct ref_rec_opts *o);
 
+/* A single-step cell (struct px_cell_ops of the rnn, lstm and gru plugins) as a reference
+ * layer: inputs x [B, input] and s_prev [S, B, H], output s_next [S, B, H] (S = 2 for lstm:
+ * h then c; 1 otherwise), parameters weight_ih [G*H, input], weight_hh [G*H, H], bias_ih,
+ * bias_hh [G*H] (PyTorch's RNNCell / LSTMCell / GRUCell); one step of the equations above.
+ * margins (may be NULL): the relu kink, as in ref_recurrent_opts. */
+void ref_rec_cell(struct ref_layer *l, enum ref_rec_kind kind, int64_t hidden,
+		  bool gru_reset_after, struct ref_rec_margins *margins);
+
 /* Image layers (plugin conv), on [B,C,H,W]: PyTorch's Conv2d / ConvTranspose2d (weight
  * [out, in/groups, kh, kw] / [in, out/groups, kh, kw], bias [out]), MaxPool2d (out, indices
  * iy*W + ix), AvgPool2d, Upsample (nearest; bilinear with align_corners false) and

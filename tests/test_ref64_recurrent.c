@@ -16,6 +16,14 @@
  * kernel's masks from the same generator in the kernel's order); and the lstm_ref plugin on
  * every lstm configuration.
  *
+ * The kernels' own code paths (plugins/common/recurrent.c): batches of 20 and 40 examples,
+ * padded to 32 and 48 lanes, over lengths from 0 to 5 (several lane blocks, and both blocks of
+ * the AVX-512 matrix kernel); the step team on 2 threads (PLEXUS_REC_THREADS, its workers
+ * counted, see test_step_team_matches_float64_reference); and, through the registrations
+ * test_ref64_recurrent_generic and _avx2 in tests/meson.build, the other instruction sets'
+ * matrix kernels (PLEXUS_REC_ISA). PLEXUS_REF64_MAX_FD=n caps the finite differences at n
+ * elements per tensor (those registrations: the reference does not depend on the kernel).
+ *
  * Kinks, and how they are avoided: relu at pre-activation 0, and the max readout where the
  * winning step ties with the runner-up. The reference records the smallest |pre-activation| of
  * every relu at a valid step and the smallest gap between the max and the runner-up (over
@@ -27,6 +35,7 @@
  * the max). Dropout's masks are constants given the seed; tbptt's boundary states are
  * constants by definition. */
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +49,11 @@
 static const int32_t lens[3] = {5, 3, 1};
 static const int32_t prelude_lens[3] = {2, 5, 4};   /* the stateful batch before */
 static const int32_t lens0[3] = {4, 0, 2};          /* an empty example */
+/* wide batches (B 20 or 40, the first B): empty, full and every length between */
+static const int32_t lens_wide[40] = {5, 0, 3, 1, 5, 2, 4, 0, 5, 3, 1, 2, 5, 4, 0, 3, 5, 1, 2, 4,
+				      3, 5, 0, 2, 4, 1, 5, 3, 0, 5, 2, 1, 4, 5, 3, 0, 2, 5, 1, 4};
+static const int32_t prelude_wide[40] = {2, 5, 4, 5, 0, 3, 1, 5, 2, 4, 5, 3, 0, 1, 5, 2, 4, 5, 3, 1,
+					 5, 1, 2, 4, 0, 5, 3, 2, 5, 4, 1, 0, 3, 5, 2, 4, 5, 1, 3, 2};
 
 /* One configuration: the kernel's options are built from the same fields as the reference. */
 struct rec_cfg {
@@ -53,7 +67,10 @@ struct rec_cfg {
 	int64_t tbptt;
 	double dropout;        /* > 0: training mode */
 	const char *extra;     /* more kernel options that the reference does not need */
-	const int32_t *lengths;   /* NULL: lens */
+	const int32_t *lengths;   /* NULL: lens (B 3) or lens_wide */
+	int64_t batch;         /* 0: 3 */
+	int threads;           /* > 0: PLEXUS_REC_THREADS while the kernel runs */
+	int max_fd;            /* check64's max_fd_per_tensor (0: every element) */
 };
 
 static const char *const readout_names[] = {"sequence", "last", "mean", "max"};
@@ -69,11 +86,52 @@ static struct px_tensor *uniform(struct px_arena *a, int64_t d0, int64_t d1, int
 	return t;
 }
 
+/* Threads of the recurrent kernels' step team alive in this process: plugins/common/recurrent.c
+ * names each worker "px-rec-team" (pthread_setname_np), and a team of n threads is the caller
+ * and n - 1 workers; -1: /proc/self/task cannot be read. */
+static int team_workers(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char path[300], comm[32] = "";
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof comm, f) && !strcmp(comm, "px-rec-team\n"))
+			n++;
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/* The reference's forward, wrapped to count the team's workers once: check64 runs the kernel's
+ * forward (the prelude's or the checked one) before the reference's first, and the kernel
+ * instance lives until check64 returns, so the count is that of the kernel's step team. */
+static void (*ref_forward_inner)(struct ref_layer *, int, struct r64 *const *, struct r64 **);
+static int workers_seen;   /* -2: not counted yet */
+
+static void ref_forward_counting(struct ref_layer *l, int n_in, struct r64 *const *in,
+				 struct r64 **out)
+{
+	if (workers_seen == -2)
+		workers_seen = team_workers();
+	ref_forward_inner(l, n_in, in, out);
+}
+
 /* Checks `plugin`'s layer `kind` on configuration c; returns the Jacobian elements checked. */
 static int64_t expect_rec(const char *plugin, const char *kind, const struct rec_cfg *c)
 {
-	char opts[256], name[128];
-	int64_t dirs = c->bidir ? 2 : 1, nl = c->layers * dirs;
+	char opts[256], name[160];
+	int64_t dirs = c->bidir ? 2 : 1, nl = c->layers * dirs, B = c->batch ? c->batch : 3;
+	const int32_t *lengths = c->lengths ? c->lengths : B == 3 ? lens : lens_wide;
 	snprintf(opts, sizeof opts, "hidden: %lld, layers: %lld, bidirectional: %s, readout: %s, "
 		 "stateful: %s, tbptt: %lld, dropout: %g%s%s%s%s", (long long)c->hidden,
 		 (long long)c->layers, c->bidir ? "true" : "false", readout_names[c->readout],
@@ -92,9 +150,14 @@ static int64_t expect_rec(const char *plugin, const char *kind, const struct rec
 		nn += (size_t)snprintf(name + nn, sizeof name - nn, " dropout %g", c->dropout);
 	if (c->extra)
 		nn += (size_t)snprintf(name + nn, sizeof name - nn, " %s", c->extra);
-	if (c->lengths)
-		snprintf(name + nn, sizeof name - nn, " len {%d,%d,%d}", c->lengths[0], c->lengths[1],
-			 c->lengths[2]);
+	if (c->lengths && B == 3)
+		nn += (size_t)snprintf(name + nn, sizeof name - nn, " len {%d,%d,%d}", c->lengths[0],
+				       c->lengths[1], c->lengths[2]);
+	if (B != 3)   /* the kernel pads the batch to P lanes, a multiple of 16 */
+		nn += (size_t)snprintf(name + nn, sizeof name - nn, " B%lld (P %lld)", (long long)B,
+				       (long long)((B + 15) / 16 * 16));
+	if (c->threads)
+		snprintf(name + nn, sizeof name - nn, " threads %d", c->threads);
 
 	struct ref_rec_margins m;
 	struct ref_rec_opts ro = {
@@ -105,19 +168,34 @@ static int64_t expect_rec(const char *plugin, const char *kind, const struct rec
 	struct ref_layer ref = {0};
 	ref_recurrent_opts(&ref, c->kind, c->hidden, c->layers, c->bidir, c->readout,
 			   !c->reset_before, &ro);
+	ref_forward_inner = ref.forward;
+	ref.forward = ref_forward_counting;
+	workers_seen = -2;
 
 	struct px_arena *a = px_arena_new(1 << 16);
-	struct px_tensor *in[3] = {uniform(a, 3, 5, 3, 11)};
-	in[0]->lengths = c->lengths ? c->lengths : lens;
+	struct px_tensor *in[3] = {uniform(a, B, 5, 3, 11)};
+	in[0]->lengths = lengths;
 	for (int s = 0; s < c->states; s++)
-		in[1 + s] = uniform(a, 3, nl, c->hidden, 12 + (uint64_t)s);
-	struct px_tensor *pre = uniform(a, 3, 5, 3, 21);
-	pre->lengths = prelude_lens;
+		in[1 + s] = uniform(a, B, nl, c->hidden, 12 + (uint64_t)s);
+	struct px_tensor *pre = uniform(a, B, 5, 3, 21);
+	pre->lengths = B == 3 ? prelude_lens : prelude_wide;
 	const struct px_tensor *prelude[1] = {pre};
-	struct check64_opts o = {.train = c->dropout > 0, .prelude = c->stateful ? prelude : NULL};
+	struct check64_opts o = {.train = c->dropout > 0, .prelude = c->stateful ? prelude : NULL,
+				 .max_fd_per_tensor = c->max_fd};
+	const char *fd_env = getenv("PLEXUS_REF64_MAX_FD");   /* a smaller subset (meson.build) */
+	if (fd_env && atoi(fd_env) > 0 && (!c->max_fd || atoi(fd_env) < c->max_fd))
+		o.max_fd_per_tensor = atoi(fd_env);
 	struct check64_result res;
-	ck_assert_msg(check64_layer(name, tp_layer(plugin, kind), opts, 1 + c->states, in, NULL,
-				    &ref, &tp_host, &o, &res) == 0, "%s did not run", name);
+	ck_assert_msg(team_workers() == 0, "%s: a step team is alive before the layer exists", name);
+	if (c->threads) {
+		char v[16];
+		snprintf(v, sizeof v, "%d", c->threads);
+		setenv("PLEXUS_REC_THREADS", v, 1);
+	}
+	int rc = check64_layer(name, tp_layer(plugin, kind), opts, 1 + c->states, in, NULL, &ref,
+			       &tp_host, &o, &res);
+	unsetenv("PLEXUS_REC_THREADS");
+	ck_assert_msg(rc == 0, "%s did not run", name);
 	px_arena_free(a);
 	ck_assert_msg(res.fd_checked > 0, "%s: nothing checked", name);
 	ck_assert_msg(res.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
@@ -125,6 +203,16 @@ static int64_t expect_rec(const char *plugin, const char *kind, const struct rec
 	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res.fwd_nmse);
 	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, res.bwd_nmse,
 		      res.bwd_worst);
+	/* the step ran on c->threads threads (else on the caller alone) */
+	ck_assert_msg(workers_seen >= 0, "%s: cannot read /proc/self/task", name);
+	ck_assert_msg(workers_seen == (c->threads ? c->threads - 1 : 0),
+		      "%s: %d step-team workers alive during the check, want %d", name, workers_seen,
+		      c->threads ? c->threads - 1 : 0);
+	ck_assert_msg(team_workers() == 0, "%s: the step team outlived its layer", name);
+	if (c->threads)
+		printf("    threads: PLEXUS_REC_THREADS=%d, %lld units in %lld tiles of 8: %d px-rec-team "
+		       "worker(s) alive during the check, none after\n", c->threads,
+		       (long long)c->hidden, (long long)((c->hidden + 7) / 8), workers_seen);
 	if (c->kind == REF_RNN_RELU) {
 		printf("    relu: smallest |pre-activation| at a valid step %.2e\n", m.relu);
 		ck_assert_msg(isfinite(m.relu), "%s: no relu pre-activation recorded", name);
@@ -214,6 +302,15 @@ static const struct rec_cfg lstm_cfgs[] = {
 	 .states = 2, .tbptt = 2, .lengths = lens0},
 	{.kind = REF_LSTM, .hidden = 3, .layers = 1, .bidir = true, .readout = REF_MEAN,
 	 .stateful = true, .lengths = lens0},
+	/* wide batches (see test_wide_batches_match_float64_reference_over_lane_blocks) */
+	{.kind = REF_LSTM, .hidden = 3, .layers = 2, .bidir = true, .readout = REF_LAST,
+	 .dropout = 0.25, .batch = 20, .max_fd = 20},
+	{.kind = REF_LSTM, .hidden = 3, .layers = 1, .bidir = true, .readout = REF_MEAN,
+	 .states = 2, .tbptt = 2, .batch = 20, .max_fd = 20},
+	{.kind = REF_LSTM, .hidden = 3, .layers = 1, .stateful = true, .batch = 20,
+	 .max_fd = 20},
+	{.kind = REF_LSTM, .hidden = 9, .layers = 1, .readout = REF_LAST, .states = 2, .batch = 40,
+	 .max_fd = 20},
 };
 
 START_TEST(test_lstm_matches_float64_reference_over_ragged_steps)
@@ -255,6 +352,76 @@ START_TEST(test_gru_matches_float64_reference_over_ragged_steps)
 }
 END_TEST
 
+/* Batches wider than 16 examples: the kernels pad the batch to P lanes, a multiple of 16, and
+ * run every lane block: B 20 (P 32: two blocks of 16; the AVX-512 matrix kernel's 32-lane
+ * block) and B 40 (P 48: its 32-lane block and its 16-lane tail; 9 units: a full tile of 8 and
+ * one of 1), over lens_wide (empty, full and every length between). The lstm and lstm_ref ones
+ * are in lstm_cfgs. The reference runs every example on its own, so finite differences over a
+ * wide batch would check nothing that the narrow ones do not: they take a fixed random 20
+ * elements of each input and parameter tensor; the float32 kernel is compared with the
+ * reference on every element. */
+START_TEST(test_wide_batches_match_float64_reference_over_lane_blocks)
+{
+	static const struct rec_cfg rnn[] = {
+		{.kind = REF_RNN_TANH, .hidden = 4, .layers = 1, .bidir = true, .readout = REF_MEAN,
+		 .states = 1, .batch = 20, .max_fd = 20},
+		{.kind = REF_RNN_RELU, .hidden = 3, .layers = 2, .readout = REF_LAST, .batch = 20,
+		 .max_fd = 20},
+		{.kind = REF_RNN_TANH, .hidden = 9, .layers = 1, .bidir = true, .tbptt = 3, .batch = 40,
+		 .max_fd = 20},
+	};
+	static const struct rec_cfg gru[] = {
+		{.kind = REF_GRU, .hidden = 3, .layers = 1, .bidir = true, .readout = REF_MEAN,
+		 .states = 1, .reset_before = true, .batch = 20, .max_fd = 20},
+		{.kind = REF_GRU, .hidden = 3, .layers = 2, .bidir = true, .dropout = 0.25, .tbptt = 2,
+		 .batch = 20, .max_fd = 20},
+		{.kind = REF_GRU, .hidden = 4, .layers = 1, .readout = REF_LAST, .stateful = true,
+		 .batch = 20, .max_fd = 20},
+		{.kind = REF_GRU, .hidden = 9, .layers = 1, .readout = REF_MEAN, .states = 1,
+		 .batch = 40, .max_fd = 20},
+	};
+	expect_all("rnn", "rnn", rnn, N_OF(rnn));
+	expect_all("gru", "gru", gru, N_OF(gru));
+}
+END_TEST
+
+/* The step team (plugins/common/recurrent.c). threads_for gives a layer exactly
+ * PLEXUS_REC_THREADS threads when that is set (otherwise OpenBLAS's count, and only for steps of
+ * at least 4M multiply-adds), but at most one per two tiles of 8 units: with
+ * PLEXUS_REC_THREADS=2, 25 units (4 tiles: 3 of 8 and one of 1) is the smallest layer whose steps
+ * run on 2 threads, on any machine (the count is not capped by the cores). The variable is read
+ * at every forward and stays set for the whole check. That it ran so: forward_setup starts a
+ * team of that many threads, the caller and workers named px-rec-team (or, when threads cannot
+ * be started, none: the caller runs alone), keeps it until the layer is destroyed, and
+ * run_stages hands every stage of forward and backward to it; expect_rec counts the workers
+ * after the kernel's first forward, while its instance is alive: 1 here, 0 in every other
+ * configuration, and 0 again once the layer is freed. Which tiles the worker takes in a step is
+ * left to the work sharing, so this shows that the team ran the steps, not which thread
+ * computed which unit. These are finite-differenced on a fixed random 60 elements per tensor
+ * (of their 1,700 to 4,500); the float32 kernel is compared with the reference on every
+ * element. */
+START_TEST(test_step_team_matches_float64_reference)
+{
+	static const struct rec_cfg rnn[] = {
+		{.kind = REF_RNN_TANH, .hidden = 25, .layers = 1, .bidir = true, .readout = REF_LAST,
+		 .states = 1, .tbptt = 2, .threads = 2, .max_fd = 60},
+	};
+	static const struct rec_cfg lstm[] = {
+		{.kind = REF_LSTM, .hidden = 25, .layers = 1, .readout = REF_MEAN, .states = 2,
+		 .threads = 2, .max_fd = 60},
+	};
+	static const struct rec_cfg gru[] = {
+		{.kind = REF_GRU, .hidden = 25, .layers = 1, .bidir = true, .reset_before = true,
+		 .stateful = true, .threads = 2, .max_fd = 60},
+		{.kind = REF_GRU, .hidden = 25, .layers = 1, .readout = REF_LAST, .tbptt = 3,
+		 .batch = 20, .threads = 2, .max_fd = 60},
+	};
+	expect_all("rnn", "rnn", rnn, N_OF(rnn));
+	expect_all("lstm", "lstm", lstm, N_OF(lstm));
+	expect_all("gru", "gru", gru, N_OF(gru));
+}
+END_TEST
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);   /* the lines of a failing test too */
@@ -267,6 +434,8 @@ int main(void)
 	tcase_add_test(tc, test_lstm_matches_float64_reference_over_ragged_steps);
 	tcase_add_test(tc, test_lstm_ref_matches_float64_reference_over_ragged_steps);
 	tcase_add_test(tc, test_gru_matches_float64_reference_over_ragged_steps);
+	tcase_add_test(tc, test_wide_batches_match_float64_reference_over_lane_blocks);
+	tcase_add_test(tc, test_step_team_matches_float64_reference);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

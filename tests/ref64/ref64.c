@@ -528,6 +528,8 @@ struct rec_state {
 				      * boundary (slot t: entering step t; slot T: the final state) */
 	int64_t bnd_b, bnd_t;
 	bool bnd_ready;              /* stored: later forwards use them */
+	double *work;                /* cell_step's and cell_step_bwd's scratch */
+	int64_t work_n;
 };
 
 static int gates_of(int64_t kind)
@@ -538,6 +540,20 @@ static int gates_of(int64_t kind)
 static double sigm(double x)
 {
 	return 1.0 / (1.0 + exp(-x));
+}
+
+/* n zeroed doubles of scratch, kept in st (one step at a time uses them; no malloc per step) */
+static double *rec_work(struct rec_state *st, int64_t n)
+{
+	if (n > st->work_n) {
+		free(st->work);
+		st->work = malloc((size_t)n * sizeof(double));
+		if (!st->work)
+			abort();
+		st->work_n = n;
+	}
+	memset(st->work, 0, (size_t)n * sizeof(double));
+	return st->work;
 }
 
 #define RC_IDX(st, l, D, d, b, t, H) (((((l) * (D) + (d)) * (st)->B + (b)) * (st)->T + (t)) * (H))
@@ -551,7 +567,7 @@ static void cell_step(struct ref_layer *L, int64_t ld, const double *x, int64_t 
 	int64_t kind = L->opt[0], H = L->opt[1], G = gates_of(kind);
 	const struct r64 *wih = L->param[ld * 4], *whh = L->param[ld * 4 + 1];
 	const struct r64 *bih = L->param[ld * 4 + 2], *bhh = L->param[ld * 4 + 3];
-	double *a = calloc((size_t)(G * H), sizeof *a), *r = calloc((size_t)(G * H), sizeof *r);
+	double *a = rec_work(st, 2 * G * H), *r = a + G * H;
 	for (int64_t g = 0; g < G * H; g++) {   /* a = W_ih x + b_ih, r = W_hh h + b_hh */
 		a[g] = bih->d[g];
 		r[g] = bhh->d[g];
@@ -599,8 +615,6 @@ static void cell_step(struct ref_layer *L, int64_t ld, const double *x, int64_t 
 			gates[2 * H + j] = n;
 		}
 	}
-	free(a);
-	free(r);
 }
 
 /* Backward of one step: given dh (and dc), ADD into dx, dh_prev (dc_prev) and the grads. */
@@ -614,8 +628,8 @@ static void cell_step_bwd(struct ref_layer *L, int64_t ld, const double *x, int6
 	struct r64 *gwih = L->grad[ld * 4], *gwhh = L->grad[ld * 4 + 1];
 	struct r64 *gbih = L->grad[ld * 4 + 2], *gbhh = L->grad[ld * 4 + 3];
 	/* da: d loss / d (W_ih x + b_ih), dr: d loss / d (W_hh h + b_hh), per gate row */
-	double *da = calloc((size_t)(G * H), sizeof *da), *dr = calloc((size_t)(G * H), sizeof *dr);
-	double *dhr = calloc((size_t)H, sizeof *dhr);   /* gru reset-before: d loss / d (r*h) */
+	double *da = rec_work(L->cache, 2 * G * H + H), *dr = da + G * H;
+	double *dhr = dr + G * H;   /* gru reset-before: d loss / d (r*h) */
 	for (int64_t j = 0; j < H; j++) {
 		if (kind == REF_RNN_TANH) {
 			da[j] = dr[j] = dh[j] * (1 - gates[j] * gates[j]);
@@ -672,9 +686,6 @@ static void cell_step_bwd(struct ref_layer *L, int64_t ld, const double *x, int6
 			dh_prev[k] += dr[g] * whh->d[g * H + k];
 		}
 	}
-	free(da);
-	free(dr);
-	free(dhr);
 }
 
 /* Is there a tbptt boundary tau (a multiple of K, 0 < tau < T) in [lo, hi]? */
@@ -1024,6 +1035,7 @@ static void rec_cache_free(struct ref_layer *L)
 		free(st->carry_c);
 		free(st->bnd_h);
 		free(st->bnd_c);
+		free(st->work);
 		memset(st, 0, sizeof *st);
 	}
 }

@@ -16,7 +16,8 @@
  * widest matrix kernel, and a tile of 1); batch 35 (a full chunk of 32 rows and one of 3); each
  * under the matrix kernels of every instruction set (PLEXUS_REC_ISA unset: the best this CPU
  * has; avx2; generic: the CPU is printed first; a CPU without AVX2 runs generic for avx2, see
- * pick_isa); and once with d_x = NULL. The lstm_ref cell on the same shapes.
+ * pick_isa; the gate math's lane loops are target_clones that follow the CPU, not this
+ * variable); and once with d_x = NULL. The lstm_ref cell on the same shapes.
  *
  * No kinks: every cell here is smooth (tanh and sigmoid; the cells have no relu option). */
 #include <check.h>

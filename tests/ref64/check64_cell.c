@@ -81,7 +81,8 @@ static int cell_layer_backward(void *self, struct px_bwd *b, struct px_error *er
 	const struct px_tensor *x = b->in[0], *s = b->in[1];
 	int64_t nx = px_tensor_numel(x), ns = px_tensor_numel(s);
 	float *dx = b->d_in[0] ? prefilled(b->arena, nx) : NULL, *ds = prefilled(b->arena, ns);
-	float *dsn = b->d_out[0] ? b->d_out[0]->data : px_arena_alloc(b->arena, (size_t)ns * sizeof(float));
+	float *dsn = b->d_out[0] ? b->d_out[0]->data
+				 : px_arena_alloc(b->arena, (size_t)ns * sizeof(float));
 	if ((b->d_in[0] && !dx) || !ds || !dsn)
 		return px_error_set(err, PX_ERR_NOMEM, "out of memory");
 	if (!b->d_out[0])

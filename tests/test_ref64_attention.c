@@ -205,12 +205,7 @@ static void expect_teacher_forcing(const struct cfg *c, uint64_t seed)
 				    &res) == 0, "%s did not run", name);
 	printf("%-34s argmax margin %.2e\n", "", margin);
 	px_arena_free(a);
-	ck_assert_msg(res.fd_checked > 0, "%s: nothing checked", name);
-	ck_assert_msg(res.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)res.fd_failed, (long long)res.fd_checked, res.fd_worst);
-	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res.fwd_nmse);
-	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, res.bwd_nmse,
-		      res.bwd_worst);
+	CHECK64_ASSERT_PASSED(name, &res);
 	ck_assert_msg(margin >= MARGIN, "%s: two logits within %g of the best (a near tie)", name,
 		      margin);
 	tf_checked += res.fd_checked;

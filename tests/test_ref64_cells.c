@@ -63,12 +63,7 @@ static int64_t expect_cell(const char *plugin, const char *kind, enum ref_rec_ki
 	ck_assert_msg(check64_cell(name, tp_cell(plugin, kind), c->batch, c->input, c->hidden, &ref,
 				   &tp_host, &o, &res) == 0, "%s did not run", name);
 	unsetenv("PLEXUS_REC_ISA");
-	ck_assert_msg(res.fd_checked > 0, "%s: nothing checked", name);
-	ck_assert_msg(res.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)res.fd_failed, (long long)res.fd_checked, res.fd_worst);
-	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res.fwd_nmse);
-	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, res.bwd_nmse,
-		      res.bwd_worst);
+	CHECK64_ASSERT_PASSED(name, &res);
 	return res.fd_checked;
 }
 

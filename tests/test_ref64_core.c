@@ -56,12 +56,7 @@ static void expect(const char *name, const struct px_layer_ops *ops, const char 
 	struct check64_result r;
 	ck_assert_msg(check64_layer(name, ops, opts, n_in, in, no_grad, ref, NULL, NULL, &r) == 0,
 		      "%s did not run", name);
-	ck_assert_msg(r.fd_checked > 0, "%s: nothing checked", name);
-	ck_assert_msg(r.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)r.fd_failed, (long long)r.fd_checked, r.fd_worst);
-	ck_assert_msg(r.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, r.fwd_nmse);
-	ck_assert_msg(r.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, r.bwd_nmse,
-		      r.bwd_worst);
+	CHECK64_ASSERT_PASSED(name, &r);
 }
 
 START_TEST(test_linear_matches_float64_reference_and_its_gradient)
@@ -171,11 +166,7 @@ static void expect_dropout(const char *name, double p, struct px_tensor *x)
 	ck_assert_msg(drawn.hit > 0 && drawn.hit < drawn.valid && fabs(d - p) <= 3 * sd,
 		      "%s: dropped %lld of %lld, implausible for p = %g", name,
 		      (long long)drawn.hit, (long long)drawn.valid, p);
-	ck_assert_msg(r.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)r.fd_failed, (long long)r.fd_checked, r.fd_worst);
-	ck_assert_msg(r.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, r.fwd_nmse);
-	ck_assert_msg(r.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, r.bwd_nmse,
-		      r.bwd_worst);
+	CHECK64_ASSERT_PASSED(name, &r);
 }
 
 START_TEST(test_dropout_in_training_reproduces_kernel_mask_and_matches_float64_reference)

@@ -47,12 +47,7 @@ static void expect_image(const char *name, const char *kind, const char *opts, i
 	ck_assert_msg(check64_layer(name, tp_layer("conv", kind), opts, 1, &x, NULL, ref, &tp_host, o,
 				    &res) == 0, "%s did not run", name);
 	px_arena_free(a);
-	ck_assert_msg(res.fd_checked > 0, "%s: nothing checked", name);
-	ck_assert_msg(res.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)res.fd_failed, (long long)res.fd_checked, res.fd_worst);
-	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res.fwd_nmse);
-	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, res.bwd_nmse,
-		      res.bwd_worst);
+	CHECK64_ASSERT_PASSED(name, &res);
 }
 
 START_TEST(test_conv2d_and_conv_transpose2d_match_float64_reference)
@@ -125,9 +120,7 @@ START_TEST(test_pooling_upsampling_and_batchnorm_match_float64_reference)
 					       "output_size: [4, 6]", 2, in, no_grad, &ref, &tp_host,
 					       NULL, &res), 0);
 		px_arena_free(a);
-		ck_assert_msg(res.fd_failed == 0 && res.fd_checked > 0, "maxunpool2d: %s", res.fd_worst);
-		ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE && res.bwd_nmse <= CHECK64_NMSE,
-			      "maxunpool2d: nMSE %g %g", res.fwd_nmse, res.bwd_nmse);
+		CHECK64_ASSERT_PASSED("maxunpool2d", &res);
 	}
 	const struct check64_opts train = {.train = true, .random_params = true};
 	const struct check64_opts eval = {.train = false, .random_params = true};
@@ -167,12 +160,7 @@ static void watch_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, stru
 
 static void assert_checked(const char *name, const struct check64_result *res)
 {
-	ck_assert_msg(res->fd_checked > 0, "%s: nothing checked", name);
-	ck_assert_msg(res->fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)res->fd_failed, (long long)res->fd_checked, res->fd_worst);
-	ck_assert_msg(res->fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res->fwd_nmse);
-	ck_assert_msg(res->bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name,
-		      res->bwd_nmse, res->bwd_worst);
+	CHECK64_ASSERT_PASSED(name, res);
 }
 
 /* x ~ U(-1, 1) (seed 19 + x_seed), ragged when lengths is not NULL: ref against the kernel
@@ -357,11 +345,7 @@ START_TEST(test_attention_pool_matches_float64_reference_over_ragged_steps)
 				       tp_layer("attention", "attention_pool"), "units: 4", 1, &x, NULL,
 				       &ref, &tp_host, NULL, &res), 0);
 	px_arena_free(a);
-	ck_assert_msg(res.fd_failed == 0 && res.fd_checked > 0, "attention_pool: %lld off, %s",
-		      (long long)res.fd_failed, res.fd_worst);
-	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "attention_pool: forward nMSE %g", res.fwd_nmse);
-	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "attention_pool: backward nMSE %g (%s)",
-		      res.bwd_nmse, res.bwd_worst);
+	CHECK64_ASSERT_PASSED("attention_pool", &res);
 }
 END_TEST
 

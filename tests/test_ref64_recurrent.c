@@ -212,12 +212,7 @@ static int64_t expect_rec(const char *plugin, const char *kind, const struct rec
 	unsetenv("PLEXUS_REC_THREADS");
 	ck_assert_msg(rc == 0, "%s did not run", name);
 	px_arena_free(a);
-	ck_assert_msg(res.fd_checked > 0, "%s: nothing checked", name);
-	ck_assert_msg(res.fd_failed == 0, "%s: %lld of %lld float64 Jacobian elements off, worst %s",
-		      name, (long long)res.fd_failed, (long long)res.fd_checked, res.fd_worst);
-	ck_assert_msg(res.fwd_nmse <= CHECK64_NMSE, "%s: forward nMSE %g", name, res.fwd_nmse);
-	ck_assert_msg(res.bwd_nmse <= CHECK64_NMSE, "%s: backward nMSE %g (%s)", name, res.bwd_nmse,
-		      res.bwd_worst);
+	CHECK64_ASSERT_PASSED(name, &res);
 	/* the step ran on c->threads threads (else on the caller alone) */
 	ck_assert_msg(workers_seen >= 0, "%s: cannot read /proc/self/task", name);
 	ck_assert_msg(workers_seen == (c->threads ? c->threads - 1 : 0),

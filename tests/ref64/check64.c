@@ -16,6 +16,22 @@ double check64_nmse(const float *a, const double *r, int64_t n)
 	return s > 0 ? e / s : e;
 }
 
+const char *check64_verdict(const struct check64_result *r, char *buf, size_t n)
+{
+	if (r->fd_checked <= 0)
+		snprintf(buf, n, "nothing checked");
+	else if (r->fd_failed)
+		snprintf(buf, n, "%lld of %lld float64 Jacobian elements off, worst %s",
+			 (long long)r->fd_failed, (long long)r->fd_checked, r->fd_worst);
+	else if (!(r->fwd_nmse <= CHECK64_NMSE))
+		snprintf(buf, n, "forward nMSE %g", r->fwd_nmse);
+	else if (!(r->bwd_nmse <= CHECK64_NMSE))
+		snprintf(buf, n, "backward nMSE %g (%s)", r->bwd_nmse, r->bwd_worst);
+	else
+		return NULL;
+	return buf;
+}
+
 static struct r64 *r64_from(const struct px_tensor *t)
 {
 	struct r64 *r = r64_new(t->ndim, t->shape);

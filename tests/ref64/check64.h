@@ -56,6 +56,17 @@ int check64_layer(const char *name, const struct px_layer_ops *ops, const char *
 		  const struct px_host *host, const struct check64_opts *o,
 		  struct check64_result *res);
 
+/* NULL when r passed every check (something was checked, no Jacobian element off, both nMSE
+ * within CHECK64_NMSE); else what failed, written into buf. */
+const char *check64_verdict(const struct check64_result *r, char *buf, size_t n);
+/* In a Check test (check.h included): fail the test, naming the configuration, unless passed */
+#define CHECK64_ASSERT_PASSED(name, res)                                          \
+	do {                                                                      \
+		char verdict_[256];                                               \
+		const char *v_ = check64_verdict((res), verdict_, sizeof verdict_); \
+		ck_assert_msg(v_ == NULL, "%s: %s", (name), v_ ? v_ : "");         \
+	} while (0)
+
 /* normalised MSE of a (float32) against r (float64), n elements */
 double check64_nmse(const float *a, const double *r, int64_t n);
 

@@ -34,13 +34,10 @@ static struct px_host tp_host = {
 	.find_cell = tp_find_cell,
 };
 
-/* dlopen $PLEXUS_BUILD/plugins/<name>/px-<name>.so (never unloaded). Aborts the test on
- * failure: a missing plugin is a broken build. */
-static inline const struct px_plugin *tp_plugin(const char *name)
+/* dlopen the plugin file at path (never unloaded). Aborts the test on failure: a missing
+ * plugin is a broken build. */
+static inline const struct px_plugin *tp_plugin_file(const char *path)
 {
-	char path[1024];
-	const char *b = getenv("PLEXUS_BUILD");
-	snprintf(path, sizeof path, "%s/plugins/%s/px-%s.so", b ? b : "build", name, name);
 	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!h) {
 		fprintf(stderr, "cannot load %s: %s\n", path, dlerror());
@@ -56,6 +53,15 @@ static inline const struct px_plugin *tp_plugin(const char *name)
 	if (tp_n < TP_MAX)
 		tp_loaded[tp_n++] = p;
 	return p;
+}
+
+/* $PLEXUS_BUILD/plugins/<name>/px-<name>.so */
+static inline const struct px_plugin *tp_plugin(const char *name)
+{
+	char path[1024];
+	const char *b = getenv("PLEXUS_BUILD");
+	snprintf(path, sizeof path, "%s/plugins/%s/px-%s.so", b ? b : "build", name, name);
+	return tp_plugin_file(path);
 }
 
 static inline const struct px_layer_ops *tp_layer(const char *plugin, const char *kind)

@@ -349,6 +349,49 @@ START_TEST(test_attention_pool_matches_float64_reference_over_ragged_steps)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ the example plugin */
+/* examples/plugin-template's layernorm (built in tree as tests/px-layernorm.so): plain, ragged
+ * (padded rows garbage in, zeros out) and without affine parameters. Smooth everywhere: the
+ * variance is at least eps > 0. random_params: the initial weight 1 and bias 0 would hide a
+ * swapped or missing parameter. */
+START_TEST(test_example_layernorm_matches_float64_reference)
+{
+	char path[1024];
+	const char *b = getenv("PLEXUS_BUILD");
+	snprintf(path, sizeof path, "%s/tests/px-layernorm.so", b ? b : "build");
+	const struct px_plugin *p = tp_plugin_file(path);
+	ck_assert_ptr_nonnull(p->layers[0]);
+	ck_assert_str_eq(p->layers[0]->kind, "layernorm");
+	const struct check64_opts rp = {.random_params = true};
+	struct px_arena *a = px_arena_new(1 << 16);
+	struct px_rng r;
+	px_rng_seed(&r, 29);
+	int64_t s2[2] = {4, 6}, s3[3] = {3, 5, 4};
+	struct px_tensor *x2 = px_tensor_new(a, 2, s2), *x3 = px_tensor_new(a, 3, s3);
+	px_rng_fill_uniform(&r, x2->data, px_tensor_numel(x2), -1, 1);
+	px_rng_fill_uniform(&r, x3->data, px_tensor_numel(x3), -2, 2);
+	x3->lengths = lens;
+	const struct {
+		const char *name, *opts;
+		struct px_tensor *x;
+		bool affine;
+	} cases[] = {
+		{"layernorm (example) [4,6]", "", x2, true},
+		{"layernorm (example) ragged [3,5,4]", "eps: 1e-3", x3, true},
+		{"layernorm (example) no affine", "affine: false", x3, false},
+	};
+	for (int i = 0; i < 3; i++) {
+		struct ref_layer ref = {0};
+		struct check64_result res;
+		ref_layernorm(&ref, cases[i].affine, i == 1 ? 1e-3 : 1e-5);
+		ck_assert_int_eq(check64_layer(cases[i].name, p->layers[0], cases[i].opts, 1,
+					       &cases[i].x, NULL, &ref, &tp_host, &rp, &res), 0);
+		CHECK64_ASSERT_PASSED(cases[i].name, &res);
+	}
+	px_arena_free(a);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ref64_plugins");
@@ -360,6 +403,7 @@ int main(void)
 	tcase_add_test(tc, test_autoencoder_with_relu_matches_float64_reference_away_from_kinks);
 	tcase_add_test(tc, test_noise_layers_in_training_reproduce_kernel_noise_and_match_float64_reference);
 	tcase_add_test(tc, test_attention_pool_matches_float64_reference_over_ragged_steps);
+	tcase_add_test(tc, test_example_layernorm_matches_float64_reference);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

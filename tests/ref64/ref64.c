@@ -1924,6 +1924,86 @@ double ref_autoencoder_relu_margin(const struct ref_layer *l, int64_t *relus,
 	return l->fopt[0];
 }
 
+/* ------------------------------------------------------------------ layernorm (example) */
+/* The example plugin's layernorm (examples/plugin-template), over the last dim of each valid
+ * row: mu = mean_j x_j, var = mean_j (x_j - mu)^2, y_j = (x_j - mu) / sqrt(var + eps) * w_j + b_j
+ * (y = xhat without affine). Written by the chain rule through mu and var, not the kernel's
+ * closed form. opt[0]: affine; fopt[0]: eps. */
+static void ln_stats(const double *x, int64_t F, double eps, double *mu, double *s)
+{
+	double m = 0, v = 0;
+	for (int64_t j = 0; j < F; j++)
+		m += x[j];
+	m /= (double)F;
+	for (int64_t j = 0; j < F; j++)
+		v += (x[j] - m) * (x[j] - m);
+	*mu = m;
+	*s = sqrt(v / (double)F + eps);   /* s = sqrt(var + eps) */
+}
+
+static void ln_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)
+{
+	(void)n_in;
+	const struct r64 *x = in[0];
+	int64_t F = x->shape[x->ndim - 1], rows = r64_numel(x) / F;
+	bool ragged = x->lengths && x->ndim >= 3;
+	struct r64 *y = out[0] = r64_like(x);
+	for (int64_t r = 0; r < rows; r++) {
+		if (!row_valid(x, r, F, ragged))
+			continue;
+		double mu, sd;
+		ln_stats(x->d + r * F, F, l->fopt[0], &mu, &sd);
+		for (int64_t j = 0; j < F; j++) {
+			double xh = (x->d[r * F + j] - mu) / sd;
+			y->d[r * F + j] = l->opt[0] ? xh * l->param[0]->d[j] + l->param[1]->d[j] : xh;
+		}
+	}
+}
+
+/* g_j = dy_j w_j; dxhat -> dx_j = g_j / s + dvar 2 (x_j - mu) / F + dmu / F with
+ * dvar = sum_k g_k (x_k - mu) (-1/2) s^-3 and dmu = -sum_k g_k / s (the dvar path through mu is
+ * sum_k (x_k - mu) = 0); dw_j += dy_j xhat_j; db_j += dy_j */
+static void ln_bwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 *const *out,
+		   struct r64 *const *d_out, struct r64 **d_in)
+{
+	(void)n_in;
+	(void)out;
+	const struct r64 *x = in[0], *dy = d_out[0];
+	int64_t F = x->shape[x->ndim - 1], rows = r64_numel(x) / F;
+	bool ragged = x->lengths && x->ndim >= 3;
+	for (int64_t r = 0; r < rows; r++) {
+		if (!row_valid(x, r, F, ragged))
+			continue;
+		const double *xr = x->d + r * F, *dyr = dy->d + r * F;
+		double mu, sd, dvar = 0, dmu = 0;
+		ln_stats(xr, F, l->fopt[0], &mu, &sd);
+		for (int64_t j = 0; j < F; j++) {
+			double g = l->opt[0] ? dyr[j] * l->param[0]->d[j] : dyr[j];
+			dvar += g * (xr[j] - mu) * -0.5 / (sd * sd * sd);
+			dmu -= g / sd;
+			if (l->opt[0]) {
+				l->grad[0]->d[j] += dyr[j] * (xr[j] - mu) / sd;
+				l->grad[1]->d[j] += dyr[j];
+			}
+		}
+		for (int64_t j = 0; d_in[0] && j < F; j++) {
+			double g = l->opt[0] ? dyr[j] * l->param[0]->d[j] : dyr[j];
+			d_in[0]->d[r * F + j] += g / sd + dvar * 2 * (xr[j] - mu) / (double)F +
+						 dmu / (double)F;
+		}
+	}
+}
+
+void ref_layernorm(struct ref_layer *l, bool affine, double eps)
+{
+	l->kind = "layernorm";
+	l->n_out = 1;
+	l->opt[0] = affine;
+	l->fopt[0] = eps;
+	l->forward = ln_fwd;
+	l->backward = ln_bwd;
+}
+
 /* ------------------------------------------------------------------ attention_pool */
 /* a_t = tanh(W h_t + b); e_t = v . a_t; alpha = softmax(e over t < len); c = sum alpha_t h_t */
 static void attn_fwd(struct ref_layer *l, int n_in, struct r64 *const *in, struct r64 **out)

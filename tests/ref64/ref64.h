@@ -129,6 +129,10 @@ void ref_batchnorm2d(struct ref_layer *l, double eps, bool train, bool affine);
 void ref_autoencoder(struct ref_layer *l, const int64_t *sizes, int n, int act, int out_act,
 		     bool tied);
 
+/* The example plugin's layernorm (examples/plugin-template/layernorm.c) over the last dim of
+ * every valid row; parameters weight, bias when affine. */
+void ref_layernorm(struct ref_layer *l, bool affine, double eps);
+
 /* The attention plugin's attention_pool on [B,T,F] (ragged): e_t = v^T tanh(W h_t + b),
  * alpha = softmax over the valid steps, out = sum_t alpha_t h_t; outputs out and weights. */
 void ref_attention_pool(struct ref_layer *l);

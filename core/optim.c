@@ -142,6 +142,10 @@ static void sgd_step(void *self, float lr, int64_t step)
 		const float *grad = prm->grad->data;
 		float *buf = slot_of(o, 0, p);
 		int64_t n = px_tensor_numel(prm->value);
+		if (o->weight_decay == 0.0f && o->momentum == 0.0f) {
+			px_axpy(n, -lr, grad, w);   /* plain SGD: w += -lr g, a loop without branches */
+			continue;
+		}
 		for (int64_t i = 0; i < n; i++) {
 			float g = grad[i];
 			if (o->weight_decay != 0.0f)

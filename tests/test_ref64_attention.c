@@ -3,10 +3,12 @@
  *
  * Teacher forcing (check64): vocab 7, embed 3, hidden 4, memory [3,5,D] with lengths {5,2,4}
  * (one configuration {5,0,4}: an empty memory) and garbage on the padded steps, targets [3,4]
- * with lengths {4,2,3} (garbage ids past them). Bahdanau with lstm, gru and rnn cells; Luong
- * dot, general and concat, with and without input feeding; the initial state unconnected,
- * taken as is (dirs*F == hidden) and through the bridges (bidirectional encoder states of 1
- * and 2 layers, init_dirs auto, 2 and 1). The reference's gradients by central differences in
+ * with lengths {4,2,3} (one configuration {4,0,3}: an empty target; garbage ids past them).
+ * Bahdanau with lstm, gru and rnn cells; Luong dot, general and concat, with and without input
+ * feeding; the initial state unconnected, taken as is (dirs*F == hidden) and through the
+ * bridges (bidirectional encoder states of 1 and 2 layers, init_dirs auto, 2 and 1), init and
+ * init_cell also as 2-D [B,F] tensors (as is and through the bridges); bos 4 / eos 0 as well as
+ * the defaults 1 / 2. The reference's gradients by central differences in
  * double (eps 1e-6, |a-n| <= 1e-5 + 1e-3|n|, every element of memory, init, init_cell and
  * every parameter; L projects logits and weights) and the float32 kernel against the
  * reference (normalised MSE <= 1e-7 of logits, weights and tokens, and of every gradient).
@@ -18,7 +20,8 @@
  *
  * Free running (targets unconnected; not differentiable), 16 examples per configuration,
  * max_len 6: greedy decoding and beam search (beam 1 with search: beam, 2, 3, 4; length_norm
- * 0, 1, 3; the greedy hypothesis competing) must give exactly the reference's tokens and
+ * 0, 1, 3; the greedy hypothesis competing; bos 4 / eos 0 once; memory lengths b % 6, some
+ * empty, in a greedy and a beam configuration) must give exactly the reference's tokens and
  * lengths, and the kernel's logits and weights (those of the chosen tokens) match the
  * reference's at nMSE <= 1e-7. out.weight is scaled by 3 and out.bias[eos] raised (0.4, 0.8)
  * so that the decodes vary. Ties (the decisions' kink) are avoided by construction: the seeds
@@ -62,55 +65,79 @@ struct cfg {
 	struct ref_attdec_opts ro;
 	int64_t D, slots, F;
 	bool with_c;
-	bool empty_memory;   /* memory lengths {5,0,4} instead of {5,2,4} */
+	unsigned flags;      /* EMPTY_MEMORY, EMPTY_TARGET, INIT_2D */
+};
+
+enum {
+	EMPTY_MEMORY = 1,   /* memory lengths {5,0,4} (free running: b % 6, some 0) */
+	EMPTY_TARGET = 2,   /* target lengths {4,0,3} instead of {4,2,3} */
+	INIT_2D = 4,        /* init given as [B,F] (one slot), not [B,slots,F] */
 };
 
 /* the kernel's defaults (bos 1, eos 2); decoding cases set max_len, beam and length_norm */
-#define RO(...) {.vocab = V, .embed = E, .hidden = H, .bos = 1, .eos = 2, __VA_ARGS__}
+#define RO_BE(bos_, eos_, ...) {.vocab = V, .embed = E, .hidden = H, .bos = bos_, .eos = eos_, \
+				__VA_ARGS__}
+#define RO(...) RO_BE(1, 2, __VA_ARGS__)
 
 static const struct cfg tf_cases[] = {
 	{"bahdanau lstm", "attention: bahdanau, cell: lstm",
-	 RO(.cell = REF_LSTM, .attention = REF_BAHDANAU), 4, 0, 0, false, false},
+	 RO(.cell = REF_LSTM, .attention = REF_BAHDANAU), 4, 0, 0, false, 0},
 	{"bahdanau gru A3 bridge bidir", "attention: bahdanau, cell: gru, attn_units: 3",
-	 RO(.cell = REF_GRU, .attention = REF_BAHDANAU, .attn_units = 3), 6, 2, 3, false, false},
+	 RO(.cell = REF_GRU, .attention = REF_BAHDANAU, .attn_units = 3), 6, 2, 3, false, 0},
 	{"bahdanau rnn init as is", "attention: bahdanau, cell: rnn",
-	 RO(.cell = REF_RNN_TANH, .attention = REF_BAHDANAU), 4, 1, 4, false, false},
+	 RO(.cell = REF_RNN_TANH, .attention = REF_BAHDANAU), 4, 1, 4, false, 0},
 	{"luong dot lstm init+cell as is", "attention: luong, score: dot, cell: lstm",
 	 RO(.cell = REF_LSTM, .attention = REF_LUONG, .score = REF_SCORE_DOT), 4, 1, 4, true,
 	 false},
 	{"luong general lstm feed bridges 2L", "attention: luong, score: general, cell: lstm, "
 	 "input_feeding: true, init_dirs: 2",
 	 RO(.cell = REF_LSTM, .attention = REF_LUONG, .score = REF_SCORE_GENERAL,
-	    .input_feeding = true, .init_dirs = 2), 6, 4, 3, true, false},
+	    .input_feeding = true, .init_dirs = 2), 6, 4, 3, true, 0},
 	{"luong general gru init_dirs 1", "attention: luong, score: general, cell: gru, "
 	 "init_dirs: 1",
 	 RO(.cell = REF_GRU, .attention = REF_LUONG, .score = REF_SCORE_GENERAL, .init_dirs = 1),
-	 4, 2, 4, false, false},
+	 4, 2, 4, false, 0},
 	{"luong concat gru A5 feed", "attention: luong, score: concat, cell: gru, attn_units: 5, "
 	 "input_feeding: true",
 	 RO(.cell = REF_GRU, .attention = REF_LUONG, .score = REF_SCORE_CONCAT, .attn_units = 5,
-	    .input_feeding = true), 4, 0, 0, false, false},
+	    .input_feeding = true), 4, 0, 0, false, 0},
 	{"luong concat lstm bridges bidir", "attention: luong, score: concat, cell: lstm",
 	 RO(.cell = REF_LSTM, .attention = REF_LUONG, .score = REF_SCORE_CONCAT), 6, 2, 3, true,
 	 false},
 	{"luong dot rnn feed empty memory", "attention: luong, score: dot, cell: rnn, "
 	 "input_feeding: true",
 	 RO(.cell = REF_RNN_TANH, .attention = REF_LUONG, .score = REF_SCORE_DOT,
-	    .input_feeding = true), 4, 0, 0, false, true},
+	    .input_feeding = true), 4, 0, 0, false, EMPTY_MEMORY},
+	{"bahdanau gru bos 4 eos 0", "attention: bahdanau, cell: gru, bos: 4, eos: 0",
+	 RO_BE(4, 0, .cell = REF_GRU, .attention = REF_BAHDANAU), 4, 0, 0, false, 0},
+	{"luong general lstm empty target", "attention: luong, score: general, cell: lstm, "
+	 "input_feeding: true",
+	 RO(.cell = REF_LSTM, .attention = REF_LUONG, .score = REF_SCORE_GENERAL,
+	    .input_feeding = true), 4, 1, 4, true, EMPTY_TARGET},
+	{"bahdanau rnn init [B,F] as is", "attention: bahdanau, cell: rnn",
+	 RO(.cell = REF_RNN_TANH, .attention = REF_BAHDANAU), 4, 1, 4, false, INIT_2D},
+	{"luong concat lstm init+cell [B,F] bridges", "attention: luong, score: concat, cell: lstm",
+	 RO(.cell = REF_LSTM, .attention = REF_LUONG, .score = REF_SCORE_CONCAT), 4, 1, 3, true,
+	 INIT_2D},
 };
 
 /* inputs: targets, memory, init, init_cell (when connected); returns n_in */
 static int make_inputs(struct px_arena *a, const struct cfg *c, uint64_t seed, bool targets,
 		       int64_t batch, struct px_tensor **in)
 {
-	static const int32_t tlen[B] = {4, 2, 3}, mlen[B] = {5, 2, 4}, mlen0[B] = {5, 0, 4};
+	static const int32_t tlen[B] = {4, 2, 3}, tlen0[B] = {4, 0, 3};
+	static const int32_t mlen[B] = {5, 2, 4}, mlen0[B] = {5, 0, 4};
+	const bool empty_mem = c->flags & EMPTY_MEMORY;
 	struct px_rng r;
 	px_rng_seed(&r, seed);
 	int32_t *ml = px_arena_alloc(a, (size_t)batch * sizeof *ml);
 	int32_t *tl = px_arena_alloc(a, (size_t)batch * sizeof *tl);
 	for (int64_t b = 0; b < batch; b++) {
-		ml[b] = batch == B ? (c->empty_memory ? mlen0 : mlen)[b] : (int32_t)(1 + b % T_IN);
-		tl[b] = tlen[b % B];
+		if (batch == B)
+			ml[b] = (empty_mem ? mlen0 : mlen)[b];
+		else
+			ml[b] = empty_mem ? (int32_t)(b % (T_IN + 1)) : (int32_t)(1 + b % T_IN);
+		tl[b] = (c->flags & EMPTY_TARGET ? tlen0 : tlen)[b % B];
 	}
 	in[0] = NULL;
 	if (targets) {   /* ids in [0, V); garbage ids past the lengths */
@@ -124,13 +151,16 @@ static int make_inputs(struct px_arena *a, const struct cfg *c, uint64_t seed, b
 	px_rng_fill_uniform(&r, in[1]->data, px_tensor_numel(in[1]), -1, 1);
 	in[1]->lengths = ml;
 	int n_in = 2;
+	const bool flat = c->flags & INIT_2D;   /* [B,F]: one slot */
 	if (c->slots) {
-		in[n_in] = px_tensor_new3(a, batch, c->slots, c->F);
+		in[n_in] = flat ? px_tensor_new2(a, batch, c->F)
+				: px_tensor_new3(a, batch, c->slots, c->F);
 		px_rng_fill_uniform(&r, in[n_in]->data, px_tensor_numel(in[n_in]), -1, 1);
 		n_in++;
 	}
 	if (c->with_c) {
-		in[n_in] = px_tensor_new3(a, batch, c->slots, c->F);
+		in[n_in] = flat ? px_tensor_new2(a, batch, c->F)
+				: px_tensor_new3(a, batch, c->slots, c->F);
 		px_rng_fill_uniform(&r, in[n_in]->data, px_tensor_numel(in[n_in]), -1, 1);
 		n_in++;
 	}
@@ -231,43 +261,57 @@ struct dcase {
 
 #define OUT_SCALE 3.0f   /* out.weight x 3: sharper choices than at initialisation */
 #define DRO(...) RO(.max_len = 6, __VA_ARGS__)
+#define DRO_BE(bos_, eos_, ...) RO_BE(bos_, eos_, .max_len = 6, __VA_ARGS__)
+
 
 static const struct dcase dec_cases[] = {
 	{{"greedy bahdanau lstm bridges", "attention: bahdanau, cell: lstm",
-	  DRO(.cell = REF_LSTM, .attention = REF_BAHDANAU, .beam = 1), 6, 2, 3, true, false},
+	  DRO(.cell = REF_LSTM, .attention = REF_BAHDANAU, .beam = 1), 6, 2, 3, true, 0},
 	 "max_len: 6", 0.4f, 72},
 	{{"greedy luong general gru feed", "attention: luong, score: general, cell: gru, "
 	  "input_feeding: true",
 	  DRO(.cell = REF_GRU, .attention = REF_LUONG, .score = REF_SCORE_GENERAL,
-	      .input_feeding = true, .beam = 1), 4, 0, 0, false, false},
+	      .input_feeding = true, .beam = 1), 4, 0, 0, false, 0},
 	 "max_len: 6", 0.4f, 53},
 	{{"greedy luong dot rnn", "attention: luong, score: dot, cell: rnn",
 	  DRO(.cell = REF_RNN_TANH, .attention = REF_LUONG, .score = REF_SCORE_DOT, .beam = 1), 4,
-	  1, 4, false, false},
+	  1, 4, false, 0},
 	 "max_len: 6", 0.4f, 53},
 	{{"beam 1 (search: beam) luong feed", "attention: luong, score: general, cell: lstm, "
 	  "input_feeding: true",
 	  DRO(.cell = REF_LSTM, .attention = REF_LUONG, .score = REF_SCORE_GENERAL,
 	      .input_feeding = true, .search_beam = true, .beam = 1, .length_norm = 0.6), 4, 1, 4,
-	  true, false},
+	  true, 0},
 	 "max_len: 6, search: beam", 0.4f, 53},
 	{{"beam 3 luong concat lstm bridges norm 3", "attention: luong, score: concat, cell: lstm",
 	  DRO(.cell = REF_LSTM, .attention = REF_LUONG, .score = REF_SCORE_CONCAT, .beam = 3,
-	      .length_norm = 3), 6, 2, 3, true, false},
+	      .length_norm = 3), 6, 2, 3, true, 0},
 	 "max_len: 6, beam: 3, length_norm: 3", 0.8f, 76},
 	{{"beam 2 bahdanau gru norm 0", "attention: bahdanau, cell: gru",
 	  DRO(.cell = REF_GRU, .attention = REF_BAHDANAU, .beam = 2, .length_norm = 0), 4, 0, 0,
-	  false, false},
+	  false, 0},
 	 "max_len: 6, beam: 2, length_norm: 0", 0.4f, 56},
 	{{"beam 4 luong dot gru feed norm 1", "attention: luong, score: dot, cell: gru, "
 	  "input_feeding: true",
 	  DRO(.cell = REF_GRU, .attention = REF_LUONG, .score = REF_SCORE_DOT, .beam = 4,
-	      .length_norm = 1.0, .input_feeding = true), 4, 1, 4, false, false},
+	      .length_norm = 1.0, .input_feeding = true), 4, 1, 4, false, 0},
 	 "max_len: 6, beam: 4, length_norm: 1.0", 0.4f, 55},
 	{{"beam 3 bahdanau rnn bridge norm 3", "attention: bahdanau, cell: rnn",
 	  DRO(.cell = REF_RNN_TANH, .attention = REF_BAHDANAU, .beam = 3, .length_norm = 3), 6,
-	  2, 3, false, false},
+	  2, 3, false, 0},
 	 "max_len: 6, beam: 3, length_norm: 3", 0.8f, 68},
+	{{"beam 3 bahdanau lstm bos 4 eos 0 norm 1", "attention: bahdanau, cell: lstm",
+	  DRO_BE(4, 0, .cell = REF_LSTM, .attention = REF_BAHDANAU, .beam = 3, .length_norm = 1),
+	  4, 0, 0, false, 0},
+	 "max_len: 6, beam: 3, length_norm: 1, bos: 4, eos: 0", 0.4f, 53},
+	{{"greedy luong dot gru empty memory", "attention: luong, score: dot, cell: gru",
+	  DRO(.cell = REF_GRU, .attention = REF_LUONG, .score = REF_SCORE_DOT, .beam = 1), 4, 1,
+	  4, false, EMPTY_MEMORY},
+	 "max_len: 6", 0.4f, 53},
+	{{"beam 2 bahdanau gru empty memory norm 1", "attention: bahdanau, cell: gru",
+	  DRO(.cell = REF_GRU, .attention = REF_BAHDANAU, .beam = 2, .length_norm = 1), 4, 0, 0,
+	  false, EMPTY_MEMORY},
+	 "max_len: 6, beam: 2, length_norm: 1", 0.4f, 53},
 };
 
 enum { DB = 16 };   /* examples decoded per configuration */

@@ -33,8 +33,8 @@
  * max configuration seed 13, the widest of the smallest gaps over seeds 11..18, which ranged
  * from 4.8e-4 to 7.3e-3) and the parameters are the kernels' initialisation from CHECK64_SEED,
  * so the margins are the same on every run; relu and max are never combined (a relu unit at 0
- * on two steps would tie the max). Dropout's masks are constants given the seed; tbptt's boundary states are
- * constants by definition. */
+ * on two steps would tie the max). Dropout's masks are constants given the seed; tbptt's
+ * boundary states are constants by definition. */
 #include <check.h>
 #include <dirent.h>
 #include <math.h>
@@ -369,11 +369,12 @@ END_TEST
 /* Batches wider than 16 examples: the kernels pad the batch to P lanes, a multiple of 16, and
  * run every lane block: B 20 (P 32: two blocks of 16; the AVX-512 matrix kernel's 32-lane
  * block; the max readout once, its winner margin asserted as in the narrow ones) and B 40
- * (P 48: its 32-lane block and its 16-lane tail; 9 units: a full tile of 8 and one of 1), over lens_wide (empty, full and every length between). The lstm and lstm_ref ones
- * are in lstm_cfgs. The reference runs every example on its own, so finite differences over a
- * wide batch would check nothing that the narrow ones do not: they take a fixed random 12
- * elements of each input and parameter tensor; the float32 kernel is compared with the
- * reference on every element. */
+ * (P 48: its 32-lane block and its 16-lane tail; 9 units: a full tile of 8 and one of 1), over
+ * lens_wide (empty, full and every length between). The lstm and lstm_ref ones are in
+ * lstm_cfgs. The reference runs every example on its own, so finite differences over a wide
+ * batch would check nothing that the narrow ones do not: they take a fixed random 12 elements
+ * of each input and parameter tensor; the float32 kernel is compared with the reference on
+ * every element. */
 START_TEST(test_wide_batches_match_float64_reference_over_lane_blocks)
 {
 	static const struct rec_cfg rnn[] = {

@@ -383,15 +383,12 @@ int px_cmd_reconstruct(struct cli *c)
 	int64_t per = px_shape_numel(&s->info.x);
 	struct px_arena *a = px_arena_new(1 << 20);
 	int64_t *idx = malloc((size_t)n * sizeof *idx);
-	int gap = 2;
-	int W = (int)(n * (w + gap) + gap), H = (int)(3 * (h + gap) + gap);
-	unsigned char *px = calloc((size_t)W * (size_t)H, 1);
+	unsigned char *px = NULL;
 	struct px_tensor *x, *y;
-	if (!a || !idx || !px) {
+	if (!a || !idx) {
 		rc = px_error_set(&err, PX_ERR_NOMEM, "out of memory");
 		goto done;
 	}
-	memset(px, 128, (size_t)W * (size_t)H);
 	for (int64_t i = 0; i < n; i++)
 		idx[i] = i;
 	if ((rc = px_dataset_gather(ds, idx, n, a, &x, &y, &err)))
@@ -414,18 +411,21 @@ int px_cmd_reconstruct(struct cli *c)
 		rc = px_error_set(&err, PX_ERR_SHAPE, "the loss input is not shaped like the data: no reconstruction to draw");
 		goto done;
 	}
-	const struct px_tensor *rows[3] = {x, noisy, rec};
-	for (int r = 0; r < 3; r++)
-		for (int64_t b = 0; b < n; b++)
-			for (int64_t i = 0; i < h * w; i++) {
-				double v = rows[r]->data[b * per + i];
-				if (r == 2 && logits)
-					v = 1.0 / (1.0 + exp(-v));
-				v = v < 0 ? 0 : v > 1 ? 1 : v;
-				int64_t yy = gap + r * (h + gap) + i / w, xx = gap + b * (w + gap) + i % w;
-				px[yy * W + xx] = (unsigned char)lround(255 * v);
-			}
-	rc = px_png_write(c->grid, W, H, 1, px, &err);
+	const float *rows[3] = {x->data, noisy->data, rec->data};
+	if (logits) {   /* bce scores logits: show sigmoid(l) */
+		float *p = px_arena_alloc(a, (size_t)(n * per) * sizeof *p);
+		if (!p) {
+			rc = px_error_set(&err, PX_ERR_NOMEM, "out of memory");
+			goto done;
+		}
+		for (int64_t i = 0; i < n * per; i++)
+			p[i] = (float)(1.0 / (1.0 + exp(-(double)rec->data[i])));
+		rows[2] = p;
+	}
+	int W, H;
+	px = px_picture_grid(rows, 3, n, per, 1, h, w, false, INT32_MAX, &W, &H);
+	rc = px ? px_png_write(c->grid, W, H, 1, px, &err)
+		: px_error_set(&err, PX_ERR_NOMEM, "out of memory");
 	if (!rc)
 		printf("wrote %s: rows are inputs, corrupted inputs, reconstructions (%lld examples)\n",
 		       c->grid, (long long)n);

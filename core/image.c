@@ -94,6 +94,40 @@ int px_png_write(const char *path, int width, int height, int channels,
 	return rc;
 }
 
+unsigned char *px_picture_grid(const float *const *rows, int n_rows, int64_t n, int64_t per,
+			       int channels, int64_t h, int64_t w, bool stretch, int64_t max_side,
+			       int *W, int *H)
+{
+	const int64_t gap = 2, C = channels, gw = n * (w + gap) + gap, gh = n_rows * (h + gap) + gap;
+	if (n < 1 || gw > max_side || gh > max_side)
+		return NULL;
+	unsigned char *px = malloc((size_t)(gw * gh * C));
+	if (!px)
+		return NULL;
+	memset(px, 128, (size_t)(gw * gh * C));
+	for (int r = 0; r < n_rows; r++)
+		for (int64_t b = 0; b < n; b++) {
+			const float *v = rows[r] + b * per;   /* [C][h][w] */
+			double lo = 0, hi = 1;
+			for (int64_t i = 0; stretch && i < C * h * w; i++) {
+				lo = isfinite(v[i]) && v[i] < lo ? v[i] : lo;
+				hi = isfinite(v[i]) && v[i] > hi ? v[i] : hi;
+			}
+			for (int64_t c = 0; c < C; c++)
+				for (int64_t i = 0; i < h * w; i++) {
+					/* pixel = 255 (v - lo) / (hi - lo), clamped to [0, 255] */
+					double t = v[c * h * w + i];
+					t = isfinite(t) ? (t - lo) / (hi - lo) : 0.0;
+					t = t < 0 ? 0 : t > 1 ? 1 : t;
+					int64_t y = gap + r * (h + gap) + i / w, x = gap + b * (w + gap) + i % w;
+					px[(y * gw + x) * C + c] = (unsigned char)lround(255 * t);
+				}
+		}
+	*W = (int)gw;
+	*H = (int)gh;
+	return px;
+}
+
 void px_colormap(double v, unsigned char rgb[3])
 {
 	/* viridis, 9 stops, linear between them */

@@ -548,6 +548,15 @@ void px_metrics_add(struct px_metrics *m, const char *name, double value);
 /* 8-bit PNG (libpng), written atomically. channels 1 (gray) or 3 (RGB); rows top first. */
 int px_png_write(const char *path, int width, int height, int channels,
 		 const unsigned char *pixels, struct px_error *err);
+/* A grid of pictures (run-report figures, `plexus reconstruct --grid`): one example per
+ * column, one source per row; rows[r] + b * per holds example b as [channels][h][w] (per >= its
+ * channels * h * w). Pictures are 2 gray (128) pixels apart. Values are clamped to [0, 1], or
+ * with `stretch` mapped from [min(0, lo), max(1, hi)] of each picture's finite values;
+ * non-finite values are 0. Returns malloc'ed pixels [H][W][channels] (caller frees) with *W,
+ * *H set; NULL when out of memory or either side exceeds max_side. */
+unsigned char *px_picture_grid(const float *const *rows, int n_rows, int64_t n, int64_t per,
+			       int channels, int64_t h, int64_t w, bool stretch, int64_t max_side,
+			       int *W, int *H);
 /* A value in [0,1] to a perceptual colour map (viridis-like), RGB bytes. */
 void px_colormap(double v, unsigned char rgb[3]);
 /* Heat map of m[rows][cols] (values in [0,1] are expected; others are clamped), with labels

@@ -345,7 +345,7 @@ static int pick_split(const struct px_session *s)
  * core and conv layers): the loss compares a node's output with the input images
  * [B,C,H,W] (C 1 or 3) or [B,H,W]; up to 10 examples, the input above its reconstruction,
  * each picture stretched to its own range unless it lies in [0, 1]. */
-static void recon_figure(struct px_session *s, struct px_figure_sink *fs, struct px_arena *a,
+static void recon_figure(struct px_session *s, struct px_figure_sink *fs,
 			 const struct px_tensor *x, const struct px_tensor *out)
 {
 	if (fs->images || s->loss_target.node != -1 || s->loss_target.port != 0 ||
@@ -353,33 +353,17 @@ static void recon_figure(struct px_session *s, struct px_figure_sink *fs, struct
 	    (x->ndim != 4 && x->ndim != 3) || (x->ndim == 4 && x->shape[1] != 1 && x->shape[1] != 3))
 		return;
 	int64_t B = x->shape[0], C = x->ndim == 4 ? x->shape[1] : 1;
-	int64_t ph = x->shape[x->ndim - 2], pw = x->shape[x->ndim - 1], F = C * ph * pw;
-	int64_t n = B < 10 ? B : 10, gap = 2, W = n * (pw + gap) + gap, H = 2 * (ph + gap) + gap;
-	unsigned char *px = n > 0 && W <= FIG_MAX_SIDE && H <= FIG_MAX_SIDE
-				    ? px_arena_alloc(a, (size_t)(W * H * C)) : NULL;
+	int64_t ph = x->shape[x->ndim - 2], pw = x->shape[x->ndim - 1];
+	const float *rows[2] = {x->data, out->data};
+	int W, H;
+	unsigned char *px = px_picture_grid(rows, 2, B < 10 ? B : 10, C * ph * pw, (int)C, ph, pw,
+					    true, FIG_MAX_SIDE, &W, &H);
 	if (!px)
 		return;
-	memset(px, 128, (size_t)(W * H * C));
-	for (int r = 0; r < 2; r++)
-		for (int64_t b = 0; b < n; b++) {
-			const float *v = (r ? out : x)->data + b * F;   /* [C][ph][pw] */
-			float lo = 0, hi = 1;
-			for (int64_t i = 0; i < F; i++) {
-				lo = isfinite(v[i]) && v[i] < lo ? v[i] : lo;
-				hi = isfinite(v[i]) && v[i] > hi ? v[i] : hi;
-			}
-			for (int64_t c = 0; c < C; c++)
-				for (int64_t i = 0; i < ph * pw; i++) {   /* pixel = 255 (v - lo) / (hi - lo) */
-					float t = v[c * ph * pw + i];
-					t = isfinite(t) ? (t - lo) / (hi - lo) : 0.0f;
-					int64_t row = gap + r * (ph + gap) + i / pw;
-					int64_t col = gap + b * (pw + gap) + i % pw;
-					px[(row * W + col) * C + c] = (unsigned char)lroundf(255.0f * t);
-				}
-		}
 	const struct px_host *h = &s->reg->host;
 	h->figure_image(h, s->model->nodes[s->loss_in.node].spec->name,
-			"reconstructions: input (top), output (bottom)", (int)W, (int)H, (int)C, px);
+			"reconstructions: input (top), output (bottom)", W, H, (int)C, px);
+	free(px);
 }
 
 static int figure_pass(struct px_session *s, struct px_figure_sink *fs, struct px_error *err)
@@ -424,7 +408,7 @@ static int figure_pass(struct px_session *s, struct px_figure_sink *fs, struct p
 				 px_model_output(m, s->loss_target), &lr, d, 1.0f, &e);
 		if (!rc && d && lr.count > 0)
 			px_scal(px_tensor_numel(d), (float)(1.0 / lr.count), d->data);
-		recon_figure(s, fs, a, x, px_model_output(m, s->loss_in));
+		recon_figure(s, fs, x, px_model_output(m, s->loss_in));
 		m->report = collect_step;
 		m->report_ctx = &col;
 		px_model_zero_grad(m);

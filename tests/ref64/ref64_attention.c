@@ -340,6 +340,18 @@ static struct addmats additive_mats(const struct adec *d)
 				d->H + d->D, d->H + d->D};
 }
 
+/* z_a = (W q + U m)_a of the additive score */
+static double additive_z(const struct adec *d, const struct addmats *w, int64_t a, const double *q,
+			 const double *m)
+{
+	double z = 0;
+	for (int64_t k = 0; k < d->H; k++)
+		z += w->wq[a * w->ldq + k] * q[k];
+	for (int64_t k = 0; k < d->D; k++)
+		z += w->wk[a * w->ldk + k] * m[k];
+	return z;
+}
+
 /* e = score(q [H], m [D]):
  * bahdanau v^T tanh(W q + U m) | dot q^T m | general q^T W_a m | concat v^T tanh(W_a [q; m]) */
 static double score(const struct adec *d, const double *q, const double *m)
@@ -349,11 +361,7 @@ static double score(const struct adec *d, const double *q, const double *m)
 	if (additive(d)) {
 		struct addmats w = additive_mats(d);
 		for (int64_t a = 0; a < d->A; a++) {
-			double z = 0;
-			for (int64_t k = 0; k < H; k++)
-				z += w.wq[a * w.ldq + k] * q[k];
-			for (int64_t k = 0; k < D; k++)
-				z += w.wk[a * w.ldk + k] * m[k];
+			double z = additive_z(d, &w, a, q, m);
 			e += d->p[P_AV][a] * tanh(z);
 		}
 	} else if (d->o.score == REF_SCORE_DOT) {
@@ -375,11 +383,7 @@ static void score_bwd(const struct adec *d, const double *q, const double *m, do
 	if (additive(d)) {
 		struct addmats w = additive_mats(d);
 		for (int64_t a = 0; a < d->A; a++) {
-			double z = 0;
-			for (int64_t k = 0; k < H; k++)
-				z += w.wq[a * w.ldq + k] * q[k];
-			for (int64_t k = 0; k < D; k++)
-				z += w.wk[a * w.ldk + k] * m[k];
+			double z = additive_z(d, &w, a, q, m);
 			double t = tanh(z), dz = de * d->p[P_AV][a] * (1.0 - t * t);
 			d->g[P_AV][a] += de * t;   /* e = v . t, t = tanh(z) */
 			for (int64_t k = 0; k < H; k++) {

@@ -8,20 +8,8 @@ packages=(gcc meson ninja-build pkg-config python3
           libyaml-dev libopenblas-dev check zlib1g-dev libpng-dev
           dataset-fashion-mnist
           chromium)   # renders report.html in tests/test_report.c (skipped without it)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-  echo "setup: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+source scripts/apt.sh
+apt_install setup "${packages[@]}"
 
 builddir=${PLEXUS_BUILDDIR:-build}
 if [ ! -f "$builddir/build.ninja" ]; then

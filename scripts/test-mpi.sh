@@ -7,20 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 packages=(libopenmpi-dev openmpi-bin)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "test-mpi: missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-  echo "test-mpi: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+source scripts/apt.sh
+apt_install test-mpi "${packages[@]}"
 
 nompi=${PLEXUS_BUILDDIR:-build}
 mpi=${PLEXUS_MPI_BUILDDIR:-build-mpi}

@@ -9,16 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 builddir=${PLEXUS_BUILDDIR:-build}
-if ! command -v valgrind >/dev/null; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "test-valgrind: valgrind is not installed (run as root, or: sudo apt-get install valgrind)" >&2
-    exit 1
-  fi
-  echo "test-valgrind: installing valgrind"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends valgrind
-fi
+source scripts/apt.sh
+apt_install test-valgrind valgrind
 if [ ! -f "$builddir/build.ninja" ]; then
   meson setup "$builddir"
 fi
